@@ -1,0 +1,60 @@
+"""The model side of the service: crops in, ages, spreads and delta ages out. Runs on one worker thread."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from model.checkpoint import load_checkpoint
+from model.faces import CropSpec
+from model.network import count_parameters
+
+
+@dataclass
+class FaceResult:
+    age: float
+    spread: float
+    deltas: list[float]
+
+
+class Estimator:
+    def __init__(self, checkpoint: str, device: str = "auto", flip_tta: bool = True) -> None:
+        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                                   ("cpu" if device == "auto" else device))
+        torch.set_flush_denormal(True)
+        self.model, self.metadata = load_checkpoint(checkpoint, map_location=self.device)
+        self.config = self.model.config
+        self.crop_spec = CropSpec.from_dict(self.config.crop)
+        self.flip_tta = flip_tta
+        self.parameters = count_parameters(self.model)
+        self.calls = 0  # model calls made; the batching test reads it
+
+    @property
+    def name(self) -> str:
+        return self.config.name
+
+    @property
+    def version(self) -> str:
+        return str(self.metadata.get("version", self.metadata.get("code_version", "unknown")))
+
+    def references(self, interval: int) -> list[int]:
+        return list(range(0, self.config.num_references, interval))
+
+    @torch.inference_mode()
+    def estimate(self, crops: np.ndarray, interval: int) -> list[FaceResult]:
+        """crops: N x S x S x 3 uint8 from :func:`model.faces.crop_face`."""
+        self.calls += 1
+        x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        out = self.model(x, interval=interval)
+        ages, deltas = out.age, out.deltas
+        estimates = out.references.to(deltas.dtype) - deltas
+        if self.flip_tta:
+            mirrored = self.model(torch.flip(x, dims=[3]), interval=interval)
+            deltas = (deltas + mirrored.deltas) / 2
+            estimates = torch.cat([estimates, mirrored.references.to(deltas.dtype) - mirrored.deltas], 1)
+            ages = estimates.mean(1)
+        spread = estimates.std(1, unbiased=False)
+        return [FaceResult(float(a), float(s), d.tolist())
+                for a, s, d in zip(ages.cpu(), spread.cpu(), deltas.float().cpu())]

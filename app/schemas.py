@@ -1,0 +1,105 @@
+"""Request options and response models: the service's public contract, as the OpenAPI schema shows it."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class ErrorResponse(BaseModel):
+    """Every 4xx and 5xx answer has this body."""
+
+    model_config = ConfigDict(json_schema_extra={"examples": [
+        {"code": "invalid_image", "message": "the upload is not an image this service can read", "detail": None}]})
+    code: str = Field(description="machine-readable error code, e.g. invalid_image, file_too_large, overloaded")
+    message: str = Field(description="human-readable explanation")
+    detail: Any = Field(None, description="extra context, e.g. the validation errors or the limit exceeded")
+
+
+class Box(BaseModel):
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+class Point(BaseModel):
+    x: float
+    y: float
+
+
+class AgeRange(BaseModel):
+    low: float = Field(description="age - 1.96 x uncertainty, floored at 0")
+    high: float = Field(description="age + 1.96 x uncertainty")
+
+
+class FaceEstimate(BaseModel):
+    box: Box = Field(description="face box in the uploaded image's pixels (after EXIF orientation)")
+    detection_score: float = Field(ge=0, le=1)
+    landmarks: list[Point] = Field(description="left eye, right eye, nose, left and right mouth corner")
+    age: float = Field(description="estimated age in years: mean over references of (y - delta_y), paper Eq. 9")
+    uncertainty: float = Field(ge=0, description="spread (standard deviation) of y - delta_y over the references")
+    age_range: AgeRange
+    delta_ages: list[float] | None = Field(
+        None, description="delta age to each reference age in reference_ages, in order (omitted when not asked)")
+
+
+class ImageInfo(BaseModel):
+    width: int
+    height: int
+    format: str | None = None
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class Timing(BaseModel):
+    decode_ms: float
+    detect_ms: float
+    estimate_ms: float
+    total_ms: float
+
+
+class EstimateResponse(BaseModel):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "faces": [{"box": {"x1": 90.1, "y1": 33.4, "x2": 133.2, "y2": 86.0}, "detection_score": 0.999,
+                   "landmarks": [{"x": 101.2, "y": 55.0}, {"x": 121.9, "y": 55.3}, {"x": 111.6, "y": 66.1},
+                                 {"x": 103.0, "y": 75.4}, {"x": 119.8, "y": 75.6}],
+                   "age": 38.4, "uncertainty": 2.1, "age_range": {"low": 34.3, "high": 42.5},
+                   "delta_ages": [-38.2, -29.1, -18.7, -8.9, 1.2, 11.0, 21.4, 31.3, 41.5, 51.6]}],
+        "reference_ages": [0, 10, 20, 30, 40, 50, 60, 70, 80, 90],
+        "image": {"width": 256, "height": 256, "format": "JPEG"},
+        "model": {"name": "daa-dlib-resnet64-utkface", "version": "1"},
+        "timing": {"decode_ms": 1.2, "detect_ms": 30.5, "estimate_ms": 6.1, "total_ms": 38.9}}]})
+    faces: list[FaceEstimate] = Field(description="detected faces, largest first; empty when there is none")
+    reference_ages: list[int] = Field(description="the reference ages y the delta ages refer to")
+    image: ImageInfo
+    model: ModelRef
+    timing: Timing
+
+
+class HealthResponse(BaseModel):
+    status: str = "ok"
+
+
+class ReadyResponse(BaseModel):
+    ready: bool
+    model: str | None = None
+    device: str | None = None
+
+
+class ModelInfo(BaseModel):
+    name: str
+    version: str
+    architecture: dict[str, Any] = Field(description="the model config stored in the checkpoint")
+    parameters: int
+    reference_ages: list[int]
+    reference_intervals: list[int]
+    crop: dict[str, Any]
+    device: str
+    flip_tta: bool
+    metrics: dict[str, Any] = Field(description="the model card's evaluation metrics, from the checkpoint metadata")
+    training: dict[str, Any] = Field(description="data, split and command the checkpoint was trained with")

@@ -1,0 +1,197 @@
+"""Face detection and the one crop function that training and serving share.
+
+The model only ever sees crops made by :func:`crop_face`, from detections made by :class:`FaceDetector`.
+Training caches these crops once; the service makes them per request. Keeping both here is what guarantees
+that the service feeds the network exactly what it was trained on.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+
+@dataclass(frozen=True)
+class CropSpec:
+    """How a detection becomes a model input.
+
+    The crop is a square centred on the detection box, ``scale`` times the mean of its width and height, rotated
+    so the eyes are level (``align``), resized to ``size`` pixels. ``scale=1.05`` on MTCNN boxes reproduces the
+    loose framing of UTKFace's aligned 200 px chips (measured: MTCNN boxes on those chips average 172x212 px),
+    which is what the pretrained encoder and our training data use.
+    """
+
+    size: int = 128
+    scale: float = 1.05
+    align: bool = True
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> CropSpec:
+        return cls(**{k: data[k] for k in ("size", "scale", "align") if k in data})
+
+
+@dataclass(frozen=True)
+class FaceDetection:
+    """One detected face in original-image pixel coordinates."""
+
+    box: tuple[float, float, float, float]  # x1, y1, x2, y2
+    score: float
+    landmarks: tuple[tuple[float, float], ...] = field(default_factory=tuple)  # eyes, nose, mouth corners
+
+    @property
+    def width(self) -> float:
+        return self.box[2] - self.box[0]
+
+    @property
+    def height(self) -> float:
+        return self.box[3] - self.box[1]
+
+    @property
+    def area(self) -> float:
+        return max(self.width, 0.0) * max(self.height, 0.0)
+
+
+@dataclass(frozen=True)
+class DetectorSettings:
+    """MTCNN settings. ``max_side``: photos larger than this are detected on a downscaled copy.
+
+    ``pad_fraction`` adds a black border before detection: MTCNN needs context around a face, and on tight face
+    crops (UTKFace chips, selfie crops) it returns boxes far outside the image without it (measured).
+    """
+
+    min_face_size: int = 20
+    thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    min_score: float = 0.9
+    max_side: int = 640
+    pad_fraction: float = 0.25
+
+
+class FaceDetector:
+    """facenet-pytorch MTCNN behind a small, deterministic interface.
+
+    MTCNN's weights ship inside the facenet-pytorch 2.5.3 wheel, so this never downloads anything.
+    """
+
+    def __init__(self, settings: DetectorSettings | None = None, device: str | torch.device = "cpu") -> None:
+        from facenet_pytorch import MTCNN  # imported here: heavy, and only needed where faces are detected
+        from facenet_pytorch.models.utils.detect_face import detect_face as _detect_face
+
+        self.settings = settings or DetectorSettings()
+        self._mtcnn = MTCNN(
+            keep_all=True,
+            device=torch.device(device),
+            min_face_size=self.settings.min_face_size,
+            thresholds=list(self.settings.thresholds),
+            select_largest=True,
+        )
+        # Called directly rather than through MTCNN.detect so the minimum face size is per call, not shared
+        # mutable state across the service's worker threads.
+        self._detect_face = _detect_face
+
+    def detect(self, image: Image.Image, min_face_size: int | None = None) -> list[FaceDetection]:
+        """Faces in an RGB image, largest first, in the image's own pixel coordinates.
+
+        Large photos are detected on a copy whose longer side is ``max_side``, but never shrunk so far that a face
+        of the minimum size falls under MTCNN's 12 px floor: the faces reported are the ones a full-resolution
+        pass finds above that size.
+        """
+        return self.detect_batch([image], min_face_size)[0]
+
+    def detect_batch(self, images: list[Image.Image], min_face_size: int | None = None) -> list[list[FaceDetection]]:
+        """:meth:`detect` for several images of one size in one MTCNN pass (how training preprocesses)."""
+        if not images:
+            return []
+        s = self.settings
+        wanted_min = max(min_face_size or s.min_face_size, 1)
+        size = images[0].size
+        if any(im.size != size for im in images):
+            raise ValueError("detect_batch needs images of one size")
+        factor = min(1.0, max(s.max_side / max(size), 12.0 / wanted_min))
+        if factor < 1.0:
+            small_size = (max(1, round(size[0] * factor)), max(1, round(size[1] * factor)))
+            images = [im.resize(small_size, Image.BILINEAR) for im in images]
+        pad = int(round(s.pad_fraction * max(images[0].size)))
+        if min(images[0].size) + 2 * pad < 12:  # below MTCNN's 12 px window there is nothing to find (and it fails)
+            return [[] for _ in images]
+        arrays = np.stack([np.asarray(ImageOps.expand(im, border=pad, fill=0) if pad else im) for im in images])
+        with torch.inference_mode():
+            batch_boxes, batch_points = self._detect_face(
+                arrays, max(12.0, wanted_min * factor), self._mtcnn.pnet, self._mtcnn.rnet, self._mtcnn.onet,
+                list(s.thresholds), self._mtcnn.factor, self._mtcnn.device,
+            )
+        return [self._to_detections(b, p, pad, factor, wanted_min) for b, p in zip(batch_boxes, batch_points)]
+
+    def _to_detections(self, boxes: Any, points: Any, pad: int, factor: float, wanted_min: int) -> list[FaceDetection]:
+        faces = []
+        for box, pts in zip(np.asarray(boxes, dtype=np.float64).reshape(-1, 5), np.asarray(points).reshape(-1, 5, 2)):
+            if box[4] < self.settings.min_score:
+                continue
+            b = (box[:4] - pad) / factor
+            p = (pts.astype(np.float64) - pad) / factor
+            det = FaceDetection(
+                box=tuple(float(v) for v in b), score=float(box[4]), landmarks=tuple((float(x), float(y)) for x, y in p)
+            )
+            if min(det.width, det.height) >= wanted_min:
+                faces.append(det)
+        faces.sort(key=lambda d: d.area, reverse=True)
+        return faces
+
+
+def whole_image_detection(image: Image.Image) -> FaceDetection:
+    """The documented fallback for training images where MTCNN finds no face: the whole (already cropped) image."""
+    w, h = image.size
+    return FaceDetection(box=(0.0, 0.0, float(w), float(h)), score=0.0, landmarks=())
+
+
+def crop_geometry(det: FaceDetection, spec: CropSpec) -> tuple[float, float, float, float]:
+    """Centre x, centre y, side length and roll angle (radians) of the crop for one detection."""
+    x1, y1, x2, y2 = det.box
+    cx, cy = (x1 + x2) / 2.0, (y1 + y2) / 2.0
+    side = spec.scale * (det.width + det.height) / 2.0
+    angle = 0.0
+    if spec.align and len(det.landmarks) >= 2:
+        (lx, ly), (rx, ry) = det.landmarks[0], det.landmarks[1]
+        angle = math.atan2(ry - ly, rx - lx)
+    return cx, cy, max(side, 1.0), angle
+
+
+def crop_face(image: Image.Image, det: FaceDetection, spec: CropSpec) -> np.ndarray:
+    """The model input for one face: ``spec.size`` x ``spec.size`` x 3 uint8, RGB. Outside the photo is black."""
+    cx, cy, side, angle = crop_geometry(det, spec)
+    # Cut a region that holds the rotated square (half-diagonal < 0.71 side), box-filter it down when the face is
+    # much larger than the output (bilinear alone would alias), then one affine resample.
+    half = side * 0.72
+    left, top = math.floor(cx - half), math.floor(cy - half)
+    right, bottom = math.ceil(cx + half), math.ceil(cy + half)
+    patch = image.crop((left, top, right, bottom))
+    factor = max(1, int(side // (2 * spec.size)))
+    if factor > 1:
+        patch = patch.reduce(factor)
+    step = side / spec.size / factor
+    ca, sa = math.cos(angle), math.sin(angle)
+    pcx, pcy = (cx - left) / factor, (cy - top) / factor
+    half_out = spec.size / 2.0
+    # PIL maps output pixel (x, y) to input (a x + b y + c, d x + e y + f).
+    a, b = ca * step, -sa * step
+    d, e = sa * step, ca * step
+    c = pcx - a * half_out - b * half_out
+    f = pcy - d * half_out - e * half_out
+    out = patch.transform(
+        (spec.size, spec.size), Image.AFFINE, (a, b, c, d, e, f), resample=Image.BILINEAR, fillcolor=(0, 0, 0)
+    )
+    return np.asarray(out.convert("RGB"), dtype=np.uint8)
+
+
+def detect_and_crop(
+    image: Image.Image, detector: FaceDetector, spec: CropSpec, min_face_size: int | None = None
+) -> list[tuple[FaceDetection, np.ndarray]]:
+    """The whole preprocessing step: every face in ``image``, largest first, with its model-input crop."""
+    return [(det, crop_face(image, det, spec)) for det in detector.detect(image, min_face_size)]

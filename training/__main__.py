@@ -1,0 +1,193 @@
+"""``python -m training {preprocess,split,train,evaluate,convert-dlib}``: the researcher's command line.
+
+Every training option is a flag, and ``--config FILE.json`` supplies any of them (flags given on the command line
+win). Example, the paper's ResNet18 recipe on UTKFace:
+
+    python -m training train --dataset utkface --data ../shared/data/utkface --cache cache/utkface \
+        --split runs/split.json --out runs/resnet18 --encoder resnet18
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from dataclasses import fields
+from pathlib import Path
+
+import numpy as np
+
+from model.config import DAA_MODES, ModelConfig
+from model.faces import CropSpec
+from training.augment import AugmentConfig
+from training.datasets import LOADERS, load_dataset
+from training.preprocess import build_cache, load_cache
+from training.splits import load_split, make_split, save_split
+from training.train import TrainConfig, train
+
+
+def _data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--dataset", choices=sorted(LOADERS), default="utkface")
+    p.add_argument("--data", type=Path, help="dataset folder (or the CSV file for --dataset csv)")
+    p.add_argument("--cache", type=Path, required=True, help="crop cache folder (made on first use)")
+    p.add_argument("--split", type=Path, help="split JSON (made on first use from --seed, --val, --test)")
+    p.add_argument("--seed", type=int, default=None, help="split and training seed (default 0)")
+    p.add_argument("--val", type=float, default=0.1)
+    p.add_argument("--test", type=float, default=0.2)
+    p.add_argument("--workers", type=int, default=2, help="detection processes for preprocessing")
+
+
+def ensure_cache(args: argparse.Namespace, spec: CropSpec):
+    if not (args.cache / "crops.npy").exists():
+        if args.data is None:
+            raise SystemExit(f"{args.cache} holds no crops yet; give --data to build it")
+        summary = build_cache(load_dataset(args.dataset, args.data), args.cache, spec, workers=args.workers)
+        print(f"preprocessed {summary['images']} images in {summary['seconds']}s; "
+              f"{summary['no_face']} without a detected face (fallback: {summary['fallback']})")
+    return load_cache(args.cache)
+
+
+def ensure_split(args: argparse.Namespace) -> dict:
+    if args.split and args.split.exists():
+        return load_split(args.split)
+    if args.data is None:
+        raise SystemExit("no split file yet; give --data so one can be made")
+    split = make_split(load_dataset(args.dataset, args.data), seed=args.seed or 0, val=args.val, test=args.test)
+    path = args.split or args.cache / "split.json"
+    save_split(split, path)
+    print(f"wrote split {path}: {split['counts']}")
+    return split
+
+
+def subset(cache, names: list[str]):
+    pos = {n: i for i, n in enumerate(cache.names)}
+    missing = [n for n in names if n not in pos]
+    if missing:
+        raise SystemExit(f"{len(missing)} split entries are not in the crop cache (first: {missing[0]})")
+    return cache.subset(np.asarray(sorted(pos[n] for n in names), dtype=np.int64))
+
+
+def cmd_preprocess(args: argparse.Namespace) -> None:
+    ensure_cache(args, CropSpec())
+
+
+def cmd_split(args: argparse.Namespace) -> None:
+    ensure_split(args)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    file_cfg = json.loads(args.config.read_text()) if args.config else {}
+    model_fields = dict(file_cfg.get("model", {}))
+    for f in ("encoder", "encoder_input_size", "daa_mode", "init_age", "name"):
+        if getattr(args, f) is not None:
+            model_fields[f] = getattr(args, f)
+    model_cfg = ModelConfig.from_dict(model_fields)
+    train_cfg = TrainConfig(**{k: v for k, v in file_cfg.get("train", {}).items() if k != "augment"})
+    train_cfg.augment = AugmentConfig(**file_cfg.get("train", {}).get("augment", {}))
+    for f in fields(TrainConfig):
+        if f.name != "augment" and getattr(args, f.name, None) is not None:
+            setattr(train_cfg, f.name, getattr(args, f.name))
+    if args.seed is not None:
+        train_cfg.seed = args.seed
+    cache = ensure_cache(args, CropSpec.from_dict(model_cfg.crop))
+    split = ensure_split(args)
+    tr, va = subset(cache, split["train"]), subset(cache, split["val"])
+    if "init_age" not in model_fields:
+        model_cfg.init_age = float(tr.ages.mean())
+    print(f"train {len(tr)} / val {len(va)} images; model {model_cfg.name}; device {train_cfg.device}")
+    metadata = {"data": {"dataset": args.dataset, "location": str(args.data) if args.data else None,
+                         "cache": str(args.cache), "train_images": len(tr), "val_images": len(va)},
+                "split": {"file": str(args.split) if args.split else None, "seed": split.get("seed"),
+                          "counts": split.get("counts")},
+                "command": "python -m training " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+                "init_encoder": str(args.init_encoder) if args.init_encoder else None,
+                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    summary = train(model_cfg, train_cfg, tr, va, args.out, resume=args.resume, init_encoder=args.init_encoder,
+                    metadata=metadata)
+    print(json.dumps(summary))
+
+
+def cmd_evaluate(args: argparse.Namespace) -> None:
+    from training.evaluate import evaluate, write_report
+
+    cache = ensure_cache(args, CropSpec())
+    data = subset(cache, ensure_split(args)[args.subset])
+    intervals = [int(k) for k in args.intervals.split(",")]
+    report = evaluate(args.checkpoint, data, intervals, args.device, flip=args.flip)
+    report["subset"], report["split_file"] = args.subset, str(args.split)
+    write_report(report, args.out)
+    if args.plots:
+        from model.checkpoint import load_checkpoint
+        from training.plots import plot_decades, plot_pred_vs_true, plot_style_curves
+
+        args.plots.mkdir(parents=True, exist_ok=True)
+        first = report["results"][str(intervals[0])]
+        plot_decades(first, args.plots / "mae_per_decade.png")
+        pred = report["predictions"]
+        plot_pred_vs_true(np.asarray(pred["true"]), np.asarray(pred["pred"]), args.plots / "pred_vs_true.png")
+        model, _ = load_checkpoint(args.checkpoint)
+        if model.config.daa_mode == "binary":
+            plot_style_curves(model, args.plots / "style_s_t.png")
+    print(f"wrote {args.out}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("preprocess", help="detect, crop and cache every image once")
+    _data_args(p)
+    p.set_defaults(func=cmd_preprocess)
+
+    p = sub.add_parser("split", help="write a seeded split file")
+    _data_args(p)
+    p.set_defaults(func=cmd_split)
+
+    p = sub.add_parser("train", help="train a DAA network")
+    _data_args(p)
+    p.add_argument("--out", type=Path, required=True, help="run folder: last.pt, best.pt, metrics.jsonl")
+    p.add_argument("--config", type=Path, help='JSON {"model": {...}, "train": {...}}; flags override it')
+    p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    p.add_argument("--init-encoder", type=Path, help="encoder weights, e.g. from convert-dlib")
+    p.add_argument("--name", help="model name stored in the checkpoint")
+    p.add_argument("--encoder", help="resnet18, c3ae, dlib_resnet or any registered encoder")
+    p.add_argument("--encoder-input-size", type=int)
+    p.add_argument("--daa-mode", choices=DAA_MODES)
+    p.add_argument("--init-age", type=float, help="age the untrained head starts at (default: mean train age)")
+    for f in fields(TrainConfig):
+        if f.name in ("augment", "betas", "seed"):
+            continue
+        flag = "--" + f.name.replace("_", "-")
+        if f.type in ("bool",):
+            p.add_argument(flag, action=argparse.BooleanOptionalAction, default=None)
+        else:
+            kind = {"int": int, "float": float, "str": str}.get(str(f.type).split(" |")[0], str)
+            p.add_argument(flag, type=kind, default=None)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="MAE, CA(3/5/7) and per-decade MAE of a checkpoint")
+    _data_args(p)
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--subset", choices=("test", "val", "train"), default="test")
+    p.add_argument("--intervals", default="1", help="reference intervals, e.g. 1,2,5,10,20,50 (Table 7)")
+    p.add_argument("--flip", action="store_true", help="average with the mirrored crop")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--out", type=Path, required=True, help="report JSON")
+    p.add_argument("--plots", type=Path, help="folder for PNG plots")
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("convert-dlib", help="convert the CC0 dlib age network into encoder weights")
+    p.add_argument("rest", nargs=argparse.REMAINDER)
+    p.set_defaults(func=lambda a: __import__("training.convert_dlib_age", fromlist=["main"]).main(a.rest))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = build_parser().parse_args(argv)
+    args.func(args)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,42 @@
+"""Evaluate a checkpoint: MAE, CA(3/5/7) and MAE per decade, for one or more reference intervals (Table 7)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.checkpoint import load_checkpoint
+from training.metrics import age_metrics
+from training.preprocess import CropCache
+from training.train import predict, resolve_device
+
+
+def evaluate(checkpoint: Path, data: CropCache, intervals: list[int], device: str = "auto", flip: bool = False,
+             batch_size: int = 256) -> dict:
+    dev = resolve_device(device)
+    torch.set_flush_denormal(True)
+    model, meta = load_checkpoint(checkpoint, map_location=dev)
+    report: dict = {"checkpoint": str(checkpoint), "model": model.config.to_dict(), "images": len(data),
+                    "no_face_fallbacks": int((~data.detected).sum()), "flip_tta": flip, "results": {}}
+    for k in intervals:
+        t0 = time.time()
+        pred = predict(model, data.crops, dev, batch_size, interval=k, flip=flip)
+        res = age_metrics(pred, data.ages)
+        res["seconds"] = round(time.time() - t0, 1)
+        report["results"][str(k)] = res
+        if k == intervals[0]:
+            report["predictions"] = {"names": data.names, "true": data.ages.tolist(),
+                                     "pred": np.round(pred, 3).tolist()}
+        print(f"interval {k:>2}: MAE {res['mae']:.3f}  CA3 {res['ca3']:.1f}  CA5 {res['ca5']:.1f}  CA7 {res['ca7']:.1f}",
+              flush=True)
+    report["training_metadata"] = {k: v for k, v in meta.items() if k != "split"}
+    return report
+
+
+def write_report(report: dict, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=1))
