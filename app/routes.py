@@ -43,7 +43,9 @@ def get_service(request: Request) -> Service:
              summary="Estimate the age of every face in a photo", tags=["estimation"])
 async def estimate_age(
     request: Request,
-    file: Annotated[UploadFile, File(description="the photo: JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF")],
+    # format: binary makes generators (openapi-python-client, openapi-generator) type this as a file upload.
+    file: Annotated[UploadFile, File(description="the photo: JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF",
+                                     json_schema_extra={"format": "binary"})],
     service: Annotated[Service, Depends(get_service)],
     max_faces: Annotated[int | None, Query(ge=1, le=100, description="at most this many faces, largest first")] = None,
     min_face_size: Annotated[int | None, Query(ge=12, le=10000, description="smallest face side in pixels")] = None,

@@ -118,14 +118,34 @@ class FaceDetector:
         if factor < 1.0:
             small_size = (max(1, round(size[0] * factor)), max(1, round(size[1] * factor)))
             images = [im.resize(small_size, Image.BILINEAR) for im in images]
+        # Most photos have context around their faces; tight crops (UTKFace chips, selfie crops) do not, and MTCNN
+        # then finds nothing or a box far outside the image. Detect unpadded first (cheaper: padding adds up to
+        # 2.25x the pixels) and redo only those images with the black border.
+        results = self._detect(images, 0, factor, wanted_min)
         pad = int(round(s.pad_fraction * max(images[0].size)))
+        redo = [i for i, faces in enumerate(results) if pad and self._needs_context(faces, images[i].size, factor)]
+        if redo:
+            for i, faces in zip(redo, self._detect([images[i] for i in redo], pad, factor, wanted_min)):
+                results[i] = faces
+        return results
+
+    @staticmethod
+    def _needs_context(faces: list[FaceDetection], size: tuple[int, int], factor: float) -> bool:
+        if not faces:
+            return True
+        w, h = size[0] / factor, size[1] / factor
+        x1, y1, x2, y2 = faces[0].box
+        slack = 0.1 * max(faces[0].width, faces[0].height)
+        return x1 < -slack or y1 < -slack or x2 > w + slack or y2 > h + slack
+
+    def _detect(self, images: list[Image.Image], pad: int, factor: float, wanted_min: int) -> list[list[FaceDetection]]:
         if min(images[0].size) + 2 * pad < 12:  # below MTCNN's 12 px window there is nothing to find (and it fails)
             return [[] for _ in images]
         arrays = np.stack([np.asarray(ImageOps.expand(im, border=pad, fill=0) if pad else im) for im in images])
         with torch.inference_mode():
             batch_boxes, batch_points = self._detect_face(
                 arrays, max(12.0, wanted_min * factor), self._mtcnn.pnet, self._mtcnn.rnet, self._mtcnn.onet,
-                list(s.thresholds), self._mtcnn.factor, self._mtcnn.device,
+                list(self.settings.thresholds), self._mtcnn.factor, self._mtcnn.device,
             )
         return [self._to_detections(b, p, pad, factor, wanted_min) for b, p in zip(batch_boxes, batch_points)]
 

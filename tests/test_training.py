@@ -133,3 +133,16 @@ def test_training_cli_dry_run_resume_and_evaluate(tmp_path):
     assert {"mae", "ca3", "ca5", "ca7", "per_decade"} <= set(report["results"]["1"])
     assert {p.name for p in (tmp_path / "plots").iterdir()} == {"mae_per_decade.png", "pred_vs_true.png",
                                                                  "style_s_t.png"}
+
+
+@pytest.mark.slow
+def test_gpu_recipe_dry_run_on_cpu(tmp_path):
+    csv_path = make_fixture_dataset(tmp_path)
+    run = subprocess.run([sys.executable, "-m", "training.gpu_recipe", "--dataset", "csv", "--data", str(csv_path),
+                          "--cache", str(tmp_path / "cache"), "--split", str(tmp_path / "split.json"),
+                          "--out", str(tmp_path / "run"), "--steps", "2", "--device", "cpu", "--batch-size", "4",
+                          "--eval-batch-size", "8", "--val", "0.2", "--test", "0.2", "--workers", "1"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert run.returncode == 0, run.stderr[-3000:]
+    report = json.loads((tmp_path / "run" / "test_eval.json").read_text())
+    assert report["model"]["encoder"] == "resnet18" and set(report["results"]) == {"1", "2", "5", "10", "20", "50"}
