@@ -29,6 +29,8 @@ class Estimator:
         self.crop_spec = CropSpec.from_dict(self.config.crop)
         self.flip_tta = flip_tta
         self.parameters = count_parameters(self.model)
+        # age_range = age +- range_scale x spread; the factor is fitted on validation data at export (95% coverage).
+        self.range_scale = float(self.metadata.get("uncertainty_scale_95", 1.96))
         self.calls = 0  # model calls made; the batching test reads it
 
     @property

@@ -16,8 +16,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from app.batching import BatchFailed, QueueFull
 from app.errors import APIError
 from app.imaging import decode_image
-from app.schemas import (AgeRange, Box, ErrorResponse, EstimateResponse, FaceEstimate, HealthResponse, ImageInfo, ModelInfo,
-                         ModelRef, Point, ReadyResponse, Timing)
+from app.schemas import (
+    AgeRange,
+    Box,
+    ErrorResponse,
+    EstimateResponse,
+    FaceEstimate,
+    HealthResponse,
+    ImageInfo,
+    ModelInfo,
+    ModelRef,
+    Point,
+    ReadyResponse,
+    Timing,
+)
 from app.service import Service
 from model.config import REFERENCE_INTERVALS
 from model.faces import crop_face
@@ -88,7 +100,7 @@ async def estimate_age(
         t_done = time.perf_counter()
         out = []
         for det, res in zip(faces, results):
-            half = 1.96 * res.spread
+            half = service.estimator.range_scale * res.spread
             out.append(FaceEstimate(
                 box=Box(x1=det.box[0], y1=det.box[1], x2=det.box[2], y2=det.box[3]),
                 detection_score=min(max(det.score, 0.0), 1.0),
@@ -135,7 +147,8 @@ async def get_model_info(service: Annotated[Service, Depends(get_service)]) -> M
     return ModelInfo(
         name=est.name, version=est.version, architecture=est.config.to_dict(), parameters=est.parameters,
         reference_ages=est.references(1), reference_intervals=list(REFERENCE_INTERVALS), crop=est.config.crop,
-        device=str(est.device), flip_tta=est.flip_tta, metrics=dict(meta.get("metrics") or {}),
+        device=str(est.device), flip_tta=est.flip_tta, uncertainty_scale_95=est.range_scale,
+        metrics=dict(meta.get("metrics") or {}),
         training={k: meta[k] for k in ("data", "split", "command", "code_version", "init_encoder") if k in meta})
 
 

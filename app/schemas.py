@@ -30,8 +30,9 @@ class Point(BaseModel):
 
 
 class AgeRange(BaseModel):
-    low: float = Field(description="age - 1.96 x uncertainty, floored at 0")
-    high: float = Field(description="age + 1.96 x uncertainty")
+    low: float = Field(description="age - k x uncertainty, floored at 0; k is fitted so the range held 95% of "
+                                   "true ages on the model's validation data (GET /model: uncertainty_scale_95)")
+    high: float = Field(description="age + k x uncertainty")
 
 
 class FaceEstimate(BaseModel):
@@ -101,5 +102,6 @@ class ModelInfo(BaseModel):
     crop: dict[str, Any]
     device: str
     flip_tta: bool
+    uncertainty_scale_95: float = Field(description="k in age_range = age +- k x uncertainty")
     metrics: dict[str, Any] = Field(description="the model card's evaluation metrics, from the checkpoint metadata")
     training: dict[str, Any] = Field(description="data, split and command the checkpoint was trained with")

@@ -77,7 +77,7 @@ def test_every_accepted_format_gives_the_same_face(client, astronaut):
 
 
 def test_sixteen_bit_png(client, astronaut):
-    grey16 = Image.fromarray((__import__("numpy").asarray(astronaut.convert("L"), dtype="uint16") * 257))
+    grey16 = Image.fromarray(__import__("numpy").asarray(astronaut.convert("L"), dtype="uint16") * 257)
     r = post_image(client, encode(grey16, "PNG"), "a.png", "image/png")
     assert r.status_code == 200 and len(r.json()["faces"]) == 1
 

@@ -13,11 +13,11 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 
 from model.checkpoint import load_checkpoint
+from tests.conftest import FIXTURES
 from training.augment import AugmentConfig, augment_batch
 from training.datasets import Sample, load_csv, load_fgnet, load_utkface
 from training.metrics import age_metrics
 from training.splits import leave_one_subject_out, make_split
-from tests.conftest import FIXTURES
 
 ROOT = Path(__file__).resolve().parent.parent
 

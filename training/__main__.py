@@ -104,8 +104,9 @@ def cmd_train(args: argparse.Namespace) -> None:
                 "command": "python -m training " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
                 "init_encoder": str(args.init_encoder) if args.init_encoder else None,
                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    metadata["init_checkpoint"] = str(args.init_checkpoint) if args.init_checkpoint else None
     summary = train(model_cfg, train_cfg, tr, va, args.out, resume=args.resume, init_encoder=args.init_encoder,
-                    metadata=metadata)
+                    init_checkpoint=args.init_checkpoint, metadata=metadata)
     print(json.dumps(summary))
 
 
@@ -151,6 +152,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help='JSON {"model": {...}, "train": {...}}; flags override it')
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--init-encoder", type=Path, help="encoder weights, e.g. from convert-dlib")
+    p.add_argument("--init-checkpoint", type=Path, help="start from a whole trained network (same architecture)")
     p.add_argument("--name", help="model name stored in the checkpoint")
     p.add_argument("--encoder", help="resnet18, c3ae, dlib_resnet or any registered encoder")
     p.add_argument("--encoder-input-size", type=int)
@@ -177,6 +179,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True, help="report JSON")
     p.add_argument("--plots", type=Path, help="folder for PNG plots")
     p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("export", help="write a serving checkpoint with the test report's metrics")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--report", type=Path, help="evaluate's JSON on the test split")
+    p.add_argument("--val-report", type=Path, help="evaluate's JSON on the validation split (calibrates age_range)")
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--version", required=True)
+    p.add_argument("--licence", default="")
+    p.set_defaults(func=lambda a: print("wrote", __import__("training.export", fromlist=["export"]).export(
+        a.checkpoint, a.report, a.out, a.version, a.licence, a.val_report)))
 
     p = sub.add_parser("convert-dlib", help="convert the CC0 dlib age network into encoder weights")
     p.add_argument("rest", nargs=argparse.REMAINDER)

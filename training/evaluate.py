@@ -15,6 +15,18 @@ from training.preprocess import CropCache
 from training.train import predict, resolve_device
 
 
+def uncertainty_metrics(pred: np.ndarray, spread: np.ndarray, true: np.ndarray) -> dict:
+    """How honest the spread is: coverage of the service's age range (age +- 1.96 spread) and the rank
+    correlation between spread and absolute error."""
+    err = np.abs(pred - true)
+    if len(err) < 2:
+        return {}
+    rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
+    corr = float(np.corrcoef(rank(spread), rank(err))[0, 1]) if spread.std() > 0 else 0.0
+    return {"mean_spread": round(float(spread.mean()), 3), "range_coverage": round(float((err <= 1.96 * spread).mean()), 4),
+            "spearman_spread_vs_error": round(corr, 3)}
+
+
 def evaluate(checkpoint: Path, data: CropCache, intervals: list[int], device: str = "auto", flip: bool = False,
              batch_size: int = 256) -> dict:
     dev = resolve_device(device)
@@ -24,13 +36,14 @@ def evaluate(checkpoint: Path, data: CropCache, intervals: list[int], device: st
                     "no_face_fallbacks": int((~data.detected).sum()), "flip_tta": flip, "results": {}}
     for k in intervals:
         t0 = time.time()
-        pred = predict(model, data.crops, dev, batch_size, interval=k, flip=flip)
+        pred, spread = predict(model, data.crops, dev, batch_size, interval=k, flip=flip, with_spread=True)
         res = age_metrics(pred, data.ages)
+        res["uncertainty"] = uncertainty_metrics(pred, spread, data.ages)
         res["seconds"] = round(time.time() - t0, 1)
         report["results"][str(k)] = res
         if k == intervals[0]:
             report["predictions"] = {"names": data.names, "true": data.ages.tolist(),
-                                     "pred": np.round(pred, 3).tolist()}
+                                     "pred": np.round(pred, 3).tolist(), "spread": np.round(spread, 4).tolist()}
         print(f"interval {k:>2}: MAE {res['mae']:.3f}  CA3 {res['ca3']:.1f}  CA5 {res['ca5']:.1f}  CA7 {res['ca7']:.1f}",
               flush=True)
     report["training_metadata"] = {k: v for k, v in meta.items() if k != "split"}

@@ -77,18 +77,26 @@ def to_input(crops: torch.Tensor, device: torch.device, channels_last: bool) -> 
 
 @torch.no_grad()
 def predict(model: DAANet, crops: np.ndarray | torch.Tensor, device: torch.device, batch_size: int = 256,
-            interval: int = 1, flip: bool = False, channels_last: bool = False) -> np.ndarray:
-    """Ages for cached crops; with ``flip`` the mirrored crop's estimate is averaged in (test-time augmentation)."""
+            interval: int = 1, flip: bool = False, channels_last: bool = False,
+            with_spread: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Ages for cached crops, as the service computes them: with ``flip`` the mirrored crop's per-reference
+    estimates join the original's (test-time augmentation); the spread is their standard deviation."""
     model.eval()
-    out = []
+    ages, spreads = [], []
     for i in range(0, len(crops), batch_size):
         chunk = torch.as_tensor(np.asarray(crops[i:i + batch_size]))
         x = to_input(chunk, device, channels_last)
-        age = model(x, interval=interval).age
+        out = model(x, interval=interval)
+        est = out.references.to(out.deltas.dtype).unsqueeze(0) - out.deltas
         if flip:
-            age = (age + model(torch.flip(x, dims=[3]), interval=interval).age) / 2
-        out.append(age.float().cpu())
-    return torch.cat(out).numpy() if out else np.zeros(0, dtype=np.float32)
+            mirrored = model(torch.flip(x, dims=[3]), interval=interval)
+            est = torch.cat([est, mirrored.references.to(est.dtype).unsqueeze(0) - mirrored.deltas], 1)
+        ages.append(est.mean(1).float().cpu())
+        spreads.append(est.std(1, unbiased=False).float().cpu())
+    age = torch.cat(ages).numpy() if ages else np.zeros(0, dtype=np.float32)
+    if with_spread:
+        return age, (torch.cat(spreads).numpy() if spreads else np.zeros(0, dtype=np.float32))
+    return age
 
 
 def pick_templates(train: CropCache, num_references: int, seed: int) -> torch.Tensor:
@@ -121,7 +129,8 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 
 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, train_set: CropCache, val_set: CropCache, out_dir: Path,
-          resume: bool = False, init_encoder: Path | None = None, metadata: dict | None = None) -> dict:
+          resume: bool = False, init_encoder: Path | None = None, init_checkpoint: Path | None = None,
+          metadata: dict | None = None) -> dict:
     """Train, writing ``last.pt`` (resumable) every epoch, ``best.pt`` on the best validation MAE, and
     ``metrics.jsonl``. Returns the final summary."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -140,6 +149,10 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_set: CropCache, val_se
         if state.get("encoder") != model_cfg.encoder:
             raise ValueError(f"{init_encoder} holds a {state.get('encoder')!r} encoder, not {model_cfg.encoder!r}")
         model.encoder.load_state_dict(state["state_dict"])
+    if init_checkpoint:
+        # Whole-network initialisation, e.g. fine-tuning a 64 px model at 128 px: convolutions and the DAA head
+        # do not depend on the input size, so the weights carry over.
+        model.load_state_dict(read_checkpoint(init_checkpoint)["state_dict"])
     if model_cfg.daa_mode.startswith("template"):
         model.set_templates(pick_templates(train_set, model_cfg.num_references, cfg.seed))
     model.to(device)

@@ -1,0 +1,71 @@
+"""The image runs what CI runs: same install, same start command, a healthcheck on /ready; compose is valid."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+
+import httpx
+import pytest
+import yaml
+
+from tests.conftest import fixture_bytes
+from tests.server import ROOT, running_service
+
+DOCKERFILE = (ROOT / "docker" / "Dockerfile").read_text()
+README = (ROOT / "README.md").read_text()
+
+
+def dockerfile_cmd() -> list[str]:
+    return json.loads(re.search(r"^CMD (\[.*\])$", DOCKERFILE, re.M).group(1))
+
+
+def test_image_start_command_is_the_readme_command():
+    assert dockerfile_cmd() == ["python", "-m", "app"]
+    serve = next(line for line in README.splitlines() if line.startswith("pip install -e . &&"))
+    assert serve.split("&&")[1].split() == dockerfile_cmd()
+    # The tests that start the service (client, load, fuzz, this file) start it with the same command.
+    assert '[sys.executable, "-m", "app"]' in (ROOT / "tests" / "server.py").read_text()
+
+
+def test_image_installs_this_checkout_with_pip_and_checks_ready():
+    assert re.search(r"^RUN pip install \. ", DOCKERFILE, re.M)  # the project's own pyproject, no second list
+    assert re.search(r"^HEALTHCHECK .*\n.*/ready", DOCKERFILE, re.M)
+    assert re.search(r"^USER daa$", DOCKERFILE, re.M)  # not root
+    assert "ARG BASE_IMAGE" in DOCKERFILE and "ARG TORCH_INDEX_URL" in DOCKERFILE
+    ignored = (ROOT / ".dockerignore").read_text().split()
+    assert {"tests", "data", "cache", "runs", ".git"} <= set(ignored)
+    ci = (ROOT / ".ci" / "run").read_text()
+    test_cmd = next(line for line in README.splitlines() if line.startswith('pip install -e ".[dev]"'))
+    assert test_cmd in ci
+
+
+def test_compose_file():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    daa, gpu = compose["services"]["daa"], compose["services"]["daa-gpu"]
+    assert daa["build"]["dockerfile"] == "docker/Dockerfile" and daa["ports"] == ["${DAA_PUBLISH_PORT:-8000}:8000"]
+    assert "/ready" in " ".join(daa["healthcheck"]["test"]) and daa["restart"] == "unless-stopped"
+    assert daa["volumes"][0].endswith(":/checkpoints:ro")
+    assert gpu["profiles"] == ["gpu"]
+    assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    assert gpu["environment"]["DAA_DEVICE"] == "cuda"
+
+
+@pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose (compose v1) not installed")
+def test_docker_compose_config_validates():
+    for profile in ([], ["--profile", "gpu"]):
+        proc = subprocess.run(["docker-compose", *profile, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+
+
+@pytest.mark.slow
+def test_start_command_serves_ready_and_estimate():
+    """What the image's CMD and HEALTHCHECK do, outside Docker: start, wait for /ready, call /estimate."""
+    with running_service() as (base, _):
+        assert httpx.get(base + "/ready").json()["ready"] is True
+        r = httpx.post(base + "/estimate", files={"file": ("a.jpg", fixture_bytes("astronaut.jpg"), "image/jpeg")},
+                       timeout=60)
+        assert r.status_code == 200 and len(r.json()["faces"]) == 1
