@@ -15,8 +15,17 @@ if ! podman image exists "$BASE"; then
   # A "python" on PATH and pip allowed to install into the image's system Python, like the official images.
   chroot "$ROOTFS" sh -c 'ln -sf /usr/bin/python3 /usr/local/bin/python && ln -sf /usr/bin/pip3 /usr/local/bin/pip \
     && rm -f /usr/lib/python3*/EXTERNALLY-MANAGED'
+  # pip in the build uses the host's network, so it needs the host's CA bundle.
+  cp /etc/ssl/certs/ca-certificates.crt "$ROOTFS/etc/ssl/certs/ca-certificates.crt"
+  printf '[global]\ncert = /etc/ssl/certs/ca-certificates.crt\n' > "$ROOTFS/etc/pip.conf"
   tar -C "$ROOTFS" -c . | podman import - "$BASE"
 fi
+
+# Sandboxes without a full cgroup v2 hierarchy: crun refuses ("cgroups in hybrid mode not supported"), so run
+# containers with runc and cgroupfs, build with chroot isolation, and cap the ulimits podman may not raise.
+CONF=$(mktemp)
+printf '[containers]\ndefault_ulimits = ["nofile=1024:1024", "nproc=1024:1024"]\n[engine]\nruntime = "runc"\ncgroup_manager = "cgroupfs"\n' > "$CONF"
+export CONTAINERS_CONF="$CONF"
 
 podman system service --time=0 "unix:///tmp/podman-daa.sock" &
 SERVICE_PID=$!
@@ -26,7 +35,12 @@ sleep 2
 
 # pip inside the build needs the host's CA bundle when the network is the host's.
 export BASE_IMAGE="$BASE" TORCH_INDEX_URL="${TORCH_INDEX_URL-}"
-podman build --network=host --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 \
+# Hosts that keep wheels on local disk (PIP_FIND_LINKS) lend them to the build read-only.
+WHEELS=()
+if [ -n "${PIP_FIND_LINKS:-}" ] && [ -d "$PIP_FIND_LINKS" ]; then
+  WHEELS=(-v "$PIP_FIND_LINKS:$PIP_FIND_LINKS:ro" --env "PIP_FIND_LINKS=$PIP_FIND_LINKS")
+fi
+podman build --isolation=chroot --network=host --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 "${WHEELS[@]}" \
   --build-arg BASE_IMAGE="$BASE" --build-arg TORCH_INDEX_URL="$TORCH_INDEX_URL" \
   -f docker/Dockerfile -t daa-age:cpu .
 docker-compose config -q
