@@ -9,7 +9,7 @@ import torch
 
 from model.checkpoint import load_checkpoint
 from model.faces import CropSpec
-from model.network import count_parameters
+from model.network import count_parameters, crops_to_input, predict_with_flip
 
 
 @dataclass
@@ -48,15 +48,7 @@ class Estimator:
     def estimate(self, crops: np.ndarray, interval: int) -> list[FaceResult]:
         """crops: N x S x S x 3 uint8 from :func:`model.faces.crop_face`."""
         self.calls += 1
-        x = torch.from_numpy(np.ascontiguousarray(crops)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
-        out = self.model(x, interval=interval)
-        ages, deltas = out.age, out.deltas
-        estimates = out.references.to(deltas.dtype) - deltas
-        if self.flip_tta:
-            mirrored = self.model(torch.flip(x, dims=[3]), interval=interval)
-            deltas = (deltas + mirrored.deltas) / 2
-            estimates = torch.cat([estimates, mirrored.references.to(deltas.dtype) - mirrored.deltas], 1)
-            ages = estimates.mean(1)
-        spread = estimates.std(1, unbiased=False)
+        x = crops_to_input(torch.from_numpy(np.ascontiguousarray(crops)), self.device)
+        out = predict_with_flip(self.model, x, interval, self.flip_tta)
         return [FaceResult(float(a), float(s), d.tolist())
-                for a, s, d in zip(ages.cpu(), spread.cpu(), deltas.float().cpu())]
+                for a, s, d in zip(out.age.cpu(), out.spread.cpu(), out.deltas.float().cpu())]

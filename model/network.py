@@ -87,6 +87,25 @@ class DAANet(nn.Module):
         return DAAOutput(estimates.mean(1), deltas, refs, estimates.std(1, unbiased=False))
 
 
+def crops_to_input(crops: torch.Tensor, device: torch.device | str = "cpu", channels_last: bool = False) -> torch.Tensor:
+    """uint8 N x H x W x 3 crops (as :func:`model.faces.crop_face` makes them) -> float N x 3 x H x W in [0, 1]."""
+    x = crops.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
+    return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
+
+
+def predict_with_flip(model: DAANet, x: torch.Tensor, interval: int = 1, flip: bool = True) -> DAAOutput:
+    """The served prediction. With ``flip`` the mirrored crop's per-reference estimates y - delta_y join the
+    original's: the age is their mean, the spread their standard deviation, the deltas the two crops' average."""
+    out = model(x, interval=interval)
+    if not flip:
+        return out
+    mirrored = model(torch.flip(x, dims=[3]), interval=interval)
+    refs = out.references.to(out.deltas.dtype).unsqueeze(0)
+    estimates = torch.cat([refs - out.deltas, refs - mirrored.deltas], 1)
+    return DAAOutput(estimates.mean(1), (out.deltas + mirrored.deltas) / 2, out.references,
+                     estimates.std(1, unbiased=False))
+
+
 def daa_loss(age: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     """Eq. 10: smooth L1 between the predicted (Eq. 9) and true ages, averaged over the batch."""
     return F.smooth_l1_loss(age, target.to(age.dtype))

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from model.config import ModelConfig
 from model.daa import binary_codes, daa, reference_ages
-from model.network import build_model, count_parameters, daa_loss
+from model.network import build_model, count_parameters, daa_loss, predict_with_flip
 
 EPS = 1e-5
 
@@ -243,3 +243,16 @@ def test_training_step_reduces_loss_on_fixed_batch():
         losses.append(loss.item())
     assert losses[-1] < 0.5 * losses[0]
     assert F.smooth_l1_loss(torch.zeros(1), torch.zeros(1)).item() == 0
+
+
+def test_flip_prediction_pools_both_crops():
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(encoder="c3ae")).eval()
+    x = torch.rand(2, 3, 128, 128)
+    with torch.no_grad():
+        plain, both = model(x), predict_with_flip(model, x, flip=True)
+        mirrored = model(torch.flip(x, dims=[3]))
+        torch.testing.assert_close(predict_with_flip(model, x, flip=False).age, plain.age)
+    torch.testing.assert_close(both.age, (plain.age + mirrored.age) / 2)
+    torch.testing.assert_close(both.deltas, (plain.deltas + mirrored.deltas) / 2)
+    assert torch.all(both.spread >= 0)

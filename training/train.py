@@ -16,7 +16,7 @@ from tqdm import tqdm
 
 from model.checkpoint import read_checkpoint, save_checkpoint
 from model.config import ModelConfig
-from model.network import DAANet, build_model, count_parameters, daa_loss, reference_loss
+from model.network import DAANet, build_model, count_parameters, crops_to_input, daa_loss, predict_with_flip, reference_loss
 from training.augment import AugmentConfig, augment_batch
 from training.metrics import age_metrics
 from training.preprocess import CropCache
@@ -69,12 +69,6 @@ def code_version() -> str:
         return "unknown"
 
 
-def to_input(crops: torch.Tensor, device: torch.device, channels_last: bool) -> torch.Tensor:
-    """uint8 N x H x W x 3 crops -> float N x 3 x H x W in [0, 1] on ``device``."""
-    x = crops.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
-
-
 @torch.no_grad()
 def predict(model: DAANet, crops: np.ndarray | torch.Tensor, device: torch.device, batch_size: int = 256,
             interval: int = 1, flip: bool = False, channels_last: bool = False,
@@ -85,14 +79,10 @@ def predict(model: DAANet, crops: np.ndarray | torch.Tensor, device: torch.devic
     ages, spreads = [], []
     for i in range(0, len(crops), batch_size):
         chunk = torch.as_tensor(np.asarray(crops[i:i + batch_size]))
-        x = to_input(chunk, device, channels_last)
-        out = model(x, interval=interval)
-        est = out.references.to(out.deltas.dtype).unsqueeze(0) - out.deltas
-        if flip:
-            mirrored = model(torch.flip(x, dims=[3]), interval=interval)
-            est = torch.cat([est, mirrored.references.to(est.dtype).unsqueeze(0) - mirrored.deltas], 1)
-        ages.append(est.mean(1).float().cpu())
-        spreads.append(est.std(1, unbiased=False).float().cpu())
+        x = crops_to_input(chunk, device, channels_last)
+        out = predict_with_flip(model, x, interval, flip)
+        ages.append(out.age.float().cpu())
+        spreads.append(out.spread.float().cpu())
     age = torch.cat(ages).numpy() if ages else np.zeros(0, dtype=np.float32)
     if with_spread:
         return age, (torch.cat(spreads).numpy() if spreads else np.zeros(0, dtype=np.float32))
@@ -194,7 +184,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_set: CropCache, val_se
             if cfg.steps is not None and step >= cfg.steps:
                 break
             idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
-            x = to_input(crops[idx], device, channels_last)
+            x = crops_to_input(crops[idx], device, channels_last)
             y = ages[idx].to(device)
             x = augment_batch(x, cfg.augment)
             for g, base in zip(optimizer.param_groups, base_lrs):
