@@ -134,6 +134,18 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
+def cmd_export(args: argparse.Namespace) -> None:
+    from training.export import export
+
+    print("wrote", export(args.checkpoint, args.report, args.out, args.version, args.licence, args.val_report))
+
+
+def cmd_convert_dlib(args: argparse.Namespace) -> None:
+    from training.convert_dlib_age import main as convert_main
+
+    convert_main(args.rest)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m training", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
@@ -187,12 +199,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--version", required=True)
     p.add_argument("--licence", default="")
-    p.set_defaults(func=lambda a: print("wrote", __import__("training.export", fromlist=["export"]).export(
-        a.checkpoint, a.report, a.out, a.version, a.licence, a.val_report)))
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("convert-dlib", help="convert the CC0 dlib age network into encoder weights")
     p.add_argument("rest", nargs=argparse.REMAINDER)
-    p.set_defaults(func=lambda a: __import__("training.convert_dlib_age", fromlist=["main"]).main(a.rest))
+    p.set_defaults(func=cmd_convert_dlib)
     return parser
 
 

@@ -10,7 +10,7 @@ import numpy as np
 import torch
 
 from model.checkpoint import load_checkpoint
-from training.metrics import age_metrics
+from training.metrics import age_metrics, range_coverage
 from training.preprocess import CropCache
 from training.train import predict, resolve_device
 
@@ -23,7 +23,8 @@ def uncertainty_metrics(pred: np.ndarray, spread: np.ndarray, true: np.ndarray) 
         return {}
     rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
     corr = float(np.corrcoef(rank(spread), rank(err))[0, 1]) if spread.std() > 0 else 0.0
-    return {"mean_spread": round(float(spread.mean()), 3), "range_coverage": round(float((err <= 1.96 * spread).mean()), 4),
+    return {"mean_spread": round(float(spread.mean()), 3),
+            "range_coverage": round(range_coverage(pred, true, spread, 1.96), 4),
             "spearman_spread_vs_error": round(corr, 3)}
 
 
@@ -36,7 +37,7 @@ def evaluate(checkpoint: Path, data: CropCache, intervals: list[int], device: st
                     "no_face_fallbacks": int((~data.detected).sum()), "flip_tta": flip, "results": {}}
     for k in intervals:
         t0 = time.time()
-        pred, spread = predict(model, data.crops, dev, batch_size, interval=k, flip=flip, with_spread=True)
+        pred, spread = predict(model, data.crops, dev, batch_size, interval=k, flip=flip)
         res = age_metrics(pred, data.ages)
         res["uncertainty"] = uncertainty_metrics(pred, spread, data.ages)
         res["seconds"] = round(time.time() - t0, 1)

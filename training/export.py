@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from model.checkpoint import load_checkpoint, save_checkpoint
+from training.metrics import range_coverage
 
 
 def range_scale(report: dict, coverage: float = 0.95) -> float:
@@ -22,18 +23,12 @@ def range_scale(report: dict, coverage: float = 0.95) -> float:
     return float(np.quantile(ratio, coverage))
 
 
-def coverage(report: dict, scale: float) -> float:
-    p = report["predictions"]
-    err = np.abs(np.asarray(p["pred"]) - np.asarray(p["true"]))
-    return float((err <= scale * np.asarray(p["spread"])).mean())
-
-
 def export(checkpoint: Path, report: Path | None, out: Path, version: str, licence: str,
            val_report: Path | None = None) -> Path:
     model, meta = load_checkpoint(checkpoint)
     meta = {k: v for k, v in meta.items() if k != "train_state"}
-    if report is not None:
-        rep = json.loads(report.read_text())
+    rep = json.loads(report.read_text()) if report is not None else None
+    if rep is not None:
         first = next(iter(rep["results"]))
         meta["metrics"] = {
             "subset": rep.get("subset"), "images": rep["images"], "flip_tta": rep["flip_tta"],
@@ -44,8 +39,9 @@ def export(checkpoint: Path, report: Path | None, out: Path, version: str, licen
     if val_report is not None:
         scale = range_scale(json.loads(val_report.read_text()))
         meta["uncertainty_scale_95"] = round(scale, 4)
-        if report is not None:
+        if rep is not None:
+            p = rep["predictions"]
             meta["metrics"]["uncertainty"]["range_coverage_calibrated"] = round(
-                coverage(json.loads(report.read_text()), scale), 4)
+                range_coverage(p["pred"], p["true"], p["spread"], scale), 4)
     meta.update(version=version, licence=licence)
     return save_checkpoint(out, model, meta)

@@ -15,3 +15,9 @@ def age_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
     # CA(n): share of images whose absolute error is below n years, in percent.
     return {"mae": round(float(err.mean()), 4), **{f"ca{n}": round(float((err < n).mean() * 100), 2) for n in (3, 5, 7)},
             "count": int(len(err)), "per_decade": decades}
+
+
+def range_coverage(pred: np.ndarray, true: np.ndarray, spread: np.ndarray, scale: float) -> float:
+    """Share of true ages inside pred +- scale x spread (how the service builds age_range)."""
+    err = np.abs(np.asarray(pred, dtype=np.float64) - np.asarray(true, dtype=np.float64))
+    return float((err <= scale * np.asarray(spread, dtype=np.float64)).mean())

@@ -71,9 +71,8 @@ def code_version() -> str:
 
 @torch.no_grad()
 def predict(model: DAANet, crops: np.ndarray | torch.Tensor, device: torch.device, batch_size: int = 256,
-            interval: int = 1, flip: bool = False, channels_last: bool = False,
-            with_spread: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Ages for cached crops, as the service computes them: with ``flip`` the mirrored crop's per-reference
+            interval: int = 1, flip: bool = False, channels_last: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """Ages and spreads for cached crops, as the service computes them: with ``flip`` the mirrored crop's per-reference
     estimates join the original's (test-time augmentation); the spread is their standard deviation."""
     model.eval()
     ages, spreads = [], []
@@ -83,10 +82,9 @@ def predict(model: DAANet, crops: np.ndarray | torch.Tensor, device: torch.devic
         out = predict_with_flip(model, x, interval, flip)
         ages.append(out.age.float().cpu())
         spreads.append(out.spread.float().cpu())
-    age = torch.cat(ages).numpy() if ages else np.zeros(0, dtype=np.float32)
-    if with_spread:
-        return age, (torch.cat(spreads).numpy() if spreads else np.zeros(0, dtype=np.float32))
-    return age
+    if not ages:
+        return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)
+    return torch.cat(ages).numpy(), torch.cat(spreads).numpy()
 
 
 def pick_templates(train: CropCache, num_references: int, seed: int) -> torch.Tensor:
@@ -209,7 +207,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_set: CropCache, val_se
                   "seconds": round(time.time() - t0, 1)}
         done = cfg.steps is not None and step >= cfg.steps
         if len(val_set) and ((epoch + 1) % cfg.eval_interval == 0 or epoch + 1 == cfg.epochs or done):
-            pred = predict(model, val_set.crops, device, cfg.eval_batch_size, channels_last=channels_last)
+            pred, _ = predict(model, val_set.crops, device, cfg.eval_batch_size, channels_last=channels_last)
             val = age_metrics(pred, val_set.ages)
             record.update(val_mae=val["mae"], val_ca5=val["ca5"])
             if val["mae"] < best:
