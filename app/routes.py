@@ -147,7 +147,7 @@ async def get_model_info(service: Annotated[Service, Depends(get_service)]) -> M
     return ModelInfo(
         name=est.name, version=est.version, architecture=est.config.to_dict(), parameters=est.parameters,
         reference_ages=est.references(1), reference_intervals=list(REFERENCE_INTERVALS), crop=est.config.crop,
-        device=str(est.device), flip_tta=est.flip_tta, uncertainty_scale_95=est.range_scale,
+        device=str(est.device), runtime=est.runtime, flip_tta=est.flip_tta, uncertainty_scale_95=est.range_scale,
         metrics=dict(meta.get("metrics") or {}),
         training={k: meta[k] for k in ("data", "split", "command", "code_version", "init_encoder") if k in meta})
 

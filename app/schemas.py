@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -101,6 +101,7 @@ class ModelInfo(BaseModel):
     reference_intervals: list[int]
     crop: dict[str, Any]
     device: str
+    runtime: Literal["torch", "onnxruntime"] = Field(description="what runs the encoder and MTCNN")
     flip_tta: bool
     uncertainty_scale_95: float = Field(description="k in age_range = age +- k x uncertainty")
     metrics: dict[str, Any] = Field(description="the model card's evaluation metrics, from the checkpoint metadata")

@@ -28,11 +28,11 @@ class Service:
         """Load checkpoint and MTCNN; raises :class:`model.checkpoint.CheckpointError` on a bad checkpoint."""
         if settings.threads:
             torch.set_num_threads(settings.threads)
-        estimator = Estimator(str(settings.checkpoint), settings.device, settings.flip_tta)
+        estimator = Estimator(str(settings.checkpoint), settings.device, settings.flip_tta, settings.runtime)
         detector = FaceDetector(
             DetectorSettings(min_face_size=settings.min_face_size, thresholds=settings.mtcnn_thresholds,
                              min_score=settings.detection_threshold, max_side=settings.detect_max_side),
-            device=estimator.device)
+            device=estimator.device, runtime=settings.runtime)
         telemetry = Telemetry()
         batcher = MicroBatcher(estimator.estimate, settings.max_batch_size, settings.max_wait_ms / 1000.0,
                                settings.max_queue, on_batch=telemetry.on_batch)

@@ -20,6 +20,8 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: torch's choice)")
     flip_tta: bool = Field(True, description="average each face with its mirror image (as the model card measured)")
+    runtime: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto", description="auto: ONNX Runtime for the encoder and MTCNN on CPU when installed, else torch")
 
     # Batching across requests
     max_batch_size: int = Field(32, ge=1, le=1024, description="faces per model call")

@@ -51,9 +51,10 @@ class Ours:
             torch.set_num_threads(threads)
         s = Settings()
         self.settings = s
-        self.estimator = Estimator(str(s.checkpoint), "cpu", s.flip_tta)
+        self.estimator = Estimator(str(s.checkpoint), "cpu", s.flip_tta, s.runtime)
         self.detector = FaceDetector(DetectorSettings(min_face_size=s.min_face_size, thresholds=s.mtcnn_thresholds,
-                                                      min_score=s.detection_threshold, max_side=s.detect_max_side))
+                                                      min_score=s.detection_threshold, max_side=s.detect_max_side),
+                                     runtime=s.runtime)
 
     def run(self, photos: list[bytes]) -> tuple[list[float], list[int]]:
         import numpy as np

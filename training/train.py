@@ -30,6 +30,11 @@ class TrainConfig:
     batch_size: int = 128
     lr: float = 1e-3
     encoder_lr: float | None = None  # None: same as lr; a pretrained encoder wants ~1e-4
+    # lr of the AgeDecoder's final Linear (None: same as lr). Its outputs are delta ages in years, ~50x the
+    # unit-scale BN/ReLU activations it reads, and Adam moves each weight by ~lr per step: at 1e-3 the weights need
+    # ~1,000 steps (~9 UTKFace epochs at batch 128) just to reach that scale, which is what the slow first epochs
+    # of the dlib runs were.
+    output_lr: float | None = None
     weight_decay: float = 5e-4
     # Weight of an extra smooth-L1 term on every reference's own estimate y - delta_y (0: the paper's Eq. 10 only).
     # Eq. 10 constrains only the mean, so delta_y can collapse to a constant: the per-reference deltas then mean
@@ -100,9 +105,11 @@ def pick_templates(train: CropCache, num_references: int, seed: int) -> torch.Te
 
 def build_optimizer(model: DAANet, cfg: TrainConfig) -> torch.optim.Optimizer:
     enc = list(model.encoder.parameters())
-    enc_ids = {id(p) for p in enc}
-    rest = [p for p in model.parameters() if id(p) not in enc_ids]
-    groups = [{"params": enc, "lr": cfg.encoder_lr or cfg.lr}, {"params": rest, "lr": cfg.lr}]
+    out = list(model.decoder.fc.parameters())
+    taken = {id(p) for p in enc + out}
+    rest = [p for p in model.parameters() if id(p) not in taken]
+    groups = [{"params": enc, "lr": cfg.encoder_lr or cfg.lr}, {"params": rest, "lr": cfg.lr},
+              {"params": out, "lr": cfg.output_lr or cfg.lr}]
     if cfg.optimizer not in ("adam", "adamw"):
         raise ValueError(f"optimizer must be adam or adamw, got {cfg.optimizer!r}")
     opt = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
@@ -203,7 +210,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_set: CropCache, val_se
             bar.set_postfix(loss=f"{run_loss / seen:.3f}", mae=f"{run_mae / seen:.2f}", refresh=False)
         bar.close()
         record = {"epoch": epoch + 1, "step": step, "train_loss": run_loss / max(seen, 1),
-                  "train_mae": run_mae / max(seen, 1), "lr": optimizer.param_groups[-1]["lr"],
+                  "train_mae": run_mae / max(seen, 1), "lr": optimizer.param_groups[1]["lr"],
                   "seconds": round(time.time() - t0, 1)}
         done = cfg.steps is not None and step >= cfg.steps
         if len(val_set) and ((epoch + 1) % cfg.eval_interval == 0 or epoch + 1 == cfg.epochs or done):

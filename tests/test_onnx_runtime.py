@@ -1,0 +1,59 @@
+"""ONNX Runtime paths compute what the torch modules they replace compute."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from app.estimator import Estimator
+from app.settings import DEFAULT_CHECKPOINT
+from model.config import ModelConfig
+from model.faces import CropSpec, DetectorSettings, FaceDetector, crop_face
+from model.network import build_model
+from model.onnx_runtime import OrtEncoder, resolve_runtime
+from tests.conftest import FIXTURES
+
+
+@pytest.mark.parametrize("encoder,size", [("dlib_resnet", 64), ("c3ae", None), ("resnet18", None)])
+def test_encoder_body_matches_torch(encoder, size):
+    torch.manual_seed(0)
+    model = build_model(ModelConfig(encoder=encoder, encoder_input_size=size)).eval()
+    x = torch.rand(3, 3, 128, 128)
+    with torch.no_grad():
+        ref = model.encoder(x)
+        ort = OrtEncoder(model.encoder)(x)
+    assert ort.shape == ref.shape
+    torch.testing.assert_close(ort, ref, atol=1e-4 * max(1.0, float(ref.abs().max())), rtol=1e-4)
+
+
+def test_detector_finds_the_same_faces():
+    group = Image.open(FIXTURES / "group.jpg").convert("RGB")
+    torch_faces = FaceDetector(DetectorSettings(min_face_size=20), runtime="torch").detect(group)
+    ort_faces = FaceDetector(DetectorSettings(min_face_size=20), runtime="onnxruntime").detect(group)
+    assert len(ort_faces) == len(torch_faces) >= 3
+    for a, b in zip(ort_faces, torch_faces):
+        np.testing.assert_allclose(a.box, b.box, atol=0.05)
+        np.testing.assert_allclose(a.landmarks, b.landmarks, atol=0.05)
+
+
+def test_served_ages_match_torch():
+    group = Image.open(FIXTURES / "group.jpg").convert("RGB")
+    faces = FaceDetector(DetectorSettings(min_face_size=20)).detect(group)
+    crops = np.stack([crop_face(group, f, CropSpec()) for f in faces])
+    a = Estimator(str(DEFAULT_CHECKPOINT), "cpu", True, runtime="torch").estimate(crops, 1)
+    b = Estimator(str(DEFAULT_CHECKPOINT), "cpu", True, runtime="onnxruntime").estimate(crops, 1)
+    for x, y in zip(a, b):
+        assert abs(x.age - y.age) < 0.01 and abs(x.spread - y.spread) < 0.01
+        np.testing.assert_allclose(x.deltas, y.deltas, atol=0.02)
+
+
+def test_runtime_choice():
+    assert resolve_runtime("auto", "cpu") == "onnxruntime"
+    assert resolve_runtime("torch", "cpu") == "torch"
+    assert resolve_runtime("auto", "cuda") == "torch"
+    with pytest.raises(ValueError, match="CPU only"):
+        resolve_runtime("onnxruntime", "cuda")
+    with pytest.raises(ValueError, match="runtime must be"):
+        resolve_runtime("tensorrt", "cpu")
