@@ -80,7 +80,8 @@ def level_by_level(cascade: MTCNNCascade, x: torch.Tensor, min_face: float):
     for scale in _scales(h, w, min_face, cascade.factor):
         lh, lw = int(h * scale + 1), int(w * scale + 1)
         reg, probs = cascade.pnet(_normalise(torch.nn.functional.interpolate(x, size=(lh, lw), mode="area")))
-        reg, probs = reg[:, :, :(lh - 12) // 2 + 1, :(lw - 12) // 2 + 1], probs[:, :, :(lh - 12) // 2 + 1, :(lw - 12) // 2 + 1]
+        rows, cols = (lh - 12) // 2 + 1, (lw - 12) // 2 + 1
+        reg, probs = reg[:, :, :rows, :cols], probs[:, :, :rows, :cols]
         mask = probs[:, 1] >= cascade.thresholds[0]
         where = mask.nonzero()
         cell = where[:, 1:].flip(1).to(x.dtype)
