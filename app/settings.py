@@ -25,7 +25,9 @@ class Settings(BaseSettings):
 
     # Batching across requests
     max_batch_size: int = Field(32, ge=1, le=1024, description="faces per model call")
-    max_wait_ms: float = Field(5.0, ge=0, le=1000, description="how long a batch waits to fill")
+    max_wait_ms: float = Field(
+        0.0, ge=0, le=1000,
+        description="how long a batch waits to fill; 0: take the faces that queued while the model was busy")
     max_queue: int = Field(256, ge=1, description="faces waiting for the model before 503")
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503")
 

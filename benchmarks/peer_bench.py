@@ -51,6 +51,7 @@ class Ours:
             torch.set_num_threads(threads)
         s = Settings()
         self.settings = s
+        self.stages: dict[str, list[float]] = {"decode": [], "detect": [], "crop": [], "model": []}
         self.estimator = Estimator(str(s.checkpoint), "cpu", s.flip_tta, s.runtime)
         self.detector = FaceDetector(DetectorSettings(min_face_size=s.min_face_size, thresholds=s.mtcnn_thresholds,
                                                       min_score=s.detection_threshold, max_side=s.detect_max_side),
@@ -66,12 +67,19 @@ class Ours:
         for data in photos:
             t0 = time.perf_counter()
             image = decode_image(data, self.settings.max_image_pixels).image
+            t1 = time.perf_counter()
             dets = self.detector.detect(image, self.settings.min_face_size)
+            t2 = time.perf_counter()
+            t3 = t2
             if dets:
                 crops = np.stack([crop_face(image, d, self.estimator.crop_spec) for d in dets])
+                t3 = time.perf_counter()
                 self.estimator.estimate(crops, 1)
-            times.append((time.perf_counter() - t0) * 1000)
+            t4 = time.perf_counter()
+            times.append((t4 - t0) * 1000)
             faces.append(len(dets))
+            for stage, dt in zip(self.stages, (t1 - t0, t2 - t1, t3 - t2, t4 - t3)):
+                self.stages[stage].append(dt * 1000)
         return times, faces
 
 
@@ -88,7 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     all_photos = benchmark_photos(args.utkface)
     ours = Ours(args.threads)
     results = {}
-    print(f"{'photos':<10} {'n':>3} {'ours ms':>9} {'peer ms':>9} {'peer/ours':>10} {'faces ours/peer':>16}")
+    print(f"{'photos':<10} {'n':>3} {'ours ms':>9} {'peer ms':>9} {'peer/ours':>10} {'faces ours/peer':>16} "
+          "our stages (median ms)")
     for size in args.sizes.split(","):
         photos = all_photos[size]
         peer = subprocess.Popen([args.peer_python, "-c", PEER_WORKER], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -102,6 +111,8 @@ def main(argv: list[str] | None = None) -> None:
         peer.stdin.flush()
         peer.stdout.readline()
         ours_ms, peer_ms, ratios = [], [], []
+        for v in ours.stages.values():
+            v.clear()
         for _ in range(args.rounds):
             o, of = ours.run(photos)
             peer.stdin.write("go\n")
@@ -115,12 +126,15 @@ def main(argv: list[str] | None = None) -> None:
         r = {"photos": len(photos), "ours_median_ms": round(statistics.median(ours_ms), 2),
              "peer_median_ms": round(statistics.median(peer_ms), 2),
              "peer_over_ours_median_of_rounds": round(statistics.median(ratios), 2),
-             "faces_ours": of, "faces_peer": pr["faces"]}
+             "faces_ours": of, "faces_peer": pr["faces"],
+             "ours_stage_median_ms": {k: round(statistics.median(v), 2) for k, v in ours.stages.items()}}
         results[size] = r
         print(f"{size:<10} {len(photos):>3} {r['ours_median_ms']:>9.1f} {r['peer_median_ms']:>9.1f} "
-              f"{r['peer_over_ours_median_of_rounds']:>9.2f}x {sum(of):>7}/{sum(pr['faces']):<7}", flush=True)
+              f"{r['peer_over_ours_median_of_rounds']:>9.2f}x {sum(of):>7}/{sum(pr['faces']):<7} "
+              + " ".join(f"{k} {v}" for k, v in r["ours_stage_median_ms"].items()), flush=True)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"torch_threads": torch.get_num_threads(), "rounds": args.rounds,
+                                    "runtime": ours.estimator.runtime,
                                     "results": results}, indent=1))
     print(f"wrote {args.out}")
 

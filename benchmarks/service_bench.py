@@ -3,7 +3,8 @@ from 200x200 to 1920x1080, with cross-request batching on and off, and the serve
 
     python -m benchmarks.service_bench [--requests 48] [--utkface DIR]
 
-Two real uvicorn servers run side by side (batching on: max batch 32, 5 ms wait; off: max batch 1, no wait)
+Two real uvicorn servers run side by side (batching on: max batch 32, no wait, so faces that queue while the
+model is busy share its next call; off: max batch 1)
 and are measured alternately, because this machine's speed drifts. Prints a table and writes JSON.
 """
 
@@ -18,7 +19,7 @@ from benchmarks.load import run_load
 from benchmarks.photos import benchmark_photos
 from tests.server import running_service
 
-CONFIGS = {"batching": {"DAA_MAX_BATCH_SIZE": "32", "DAA_MAX_WAIT_MS": "5"},
+CONFIGS = {"batching": {"DAA_MAX_BATCH_SIZE": "32", "DAA_MAX_WAIT_MS": "0"},
            "no-batching": {"DAA_MAX_BATCH_SIZE": "1", "DAA_MAX_WAIT_MS": "0"}}
 
 

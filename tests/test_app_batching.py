@@ -43,6 +43,29 @@ def test_concurrent_submissions_share_one_model_call(estimator, crops):
         assert len(res) == 1 and res[0].age == pytest.approx(alone[i % 3].age, abs=1e-3)
 
 
+def test_without_waiting_faces_queued_behind_a_busy_model_share_its_next_call():
+    import time
+
+    sizes = []
+
+    def run(x, interval):
+        sizes.append(len(x))
+        time.sleep(0.2)  # the model is busy; later requests queue meanwhile
+        return [None] * len(x)
+
+    async def scenario():
+        batcher = MicroBatcher(run, max_batch=32, max_wait_s=0.0)
+        await batcher.start()
+        first = asyncio.ensure_future(batcher.submit(np.zeros((1, 4, 4, 3), np.uint8), 1))
+        await asyncio.sleep(0.05)  # the first face is already in the model, alone (nobody waited for company)
+        rest = [batcher.submit(np.zeros((1, 4, 4, 3), np.uint8), 1) for _ in range(5)]
+        await asyncio.gather(first, *rest)
+        await batcher.stop()
+
+    asyncio.run(scenario())
+    assert sizes == [1, 5]
+
+
 def test_batches_respect_max_batch_and_split_by_interval(estimator, crops):
     seen = []
 
