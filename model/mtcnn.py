@@ -5,7 +5,8 @@ area-resampling call per box, ~75 boxes per portrait), and it clips boxes that c
 before resizing, which stretches them: on tight face crops the later stages then see distorted faces, reject them
 or regress boxes far outside the photo, and a second pass on a black-bordered copy was needed. Here each stage
 resamples all of its boxes in one ``roi_align`` call, with the region outside the image read as black (what the
-original MTCNN's zero padding does), so one pass suffices. The stages, thresholds, pyramid, NMS rules and box
+original MTCNN's zero padding does), so border faces need no second pass (``FaceDetector`` still retries with a
+black border when nothing is found, for faces that fill the frame). The stages, thresholds, pyramid, NMS rules and box
 regressions are otherwise those of ``detect_face``.
 """
 

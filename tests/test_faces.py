@@ -9,19 +9,12 @@ import pytest
 from PIL import Image
 
 from model.faces import CropSpec, DetectorSettings, FaceDetection, FaceDetector, crop_face, crop_geometry
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, iou
 
 
 @pytest.fixture(scope="module")
 def detector() -> FaceDetector:
     return FaceDetector()
-
-
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def test_crop_is_centred_square_of_the_box_scaled():

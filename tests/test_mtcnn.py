@@ -8,19 +8,12 @@ import torch
 from PIL import Image
 
 from model.mtcnn import MTCNNCascade, _nms_min
-from tests.conftest import FIXTURES
+from tests.conftest import FIXTURES, iou
 
 
 @pytest.fixture(scope="module")
 def cascade() -> MTCNNCascade:
     return MTCNNCascade()
-
-
-def iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
 
 
 def facenet_reference(cascade: MTCNNCascade, image: np.ndarray, min_face: float):
