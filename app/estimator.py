@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from model.checkpoint import load_checkpoint
+from model.ensemble import networks
 from model.faces import CropSpec
 from model.network import count_parameters, crops_to_input, predict_with_flip
 from model.onnx_runtime import OrtEncoder, resolve_runtime
@@ -33,7 +34,8 @@ class Estimator:
         self.runtime = resolve_runtime(runtime, self.device)
         if self.runtime == "onnxruntime":
             # The encoder is ~90% of the model's time; the DAA head stays in torch (its cached W*1 and folded BN).
-            self.model.encoder = OrtEncoder(self.model.encoder)
+            for net in networks(self.model):
+                net.encoder = OrtEncoder(net.encoder)
         # age_range = age +- range_scale x spread; the factor is fitted on validation data at export (95% coverage).
         self.range_scale = float(self.metadata.get("uncertainty_scale_95", 1.96))
         self.calls = 0  # model calls made; the batching test reads it

@@ -73,7 +73,7 @@ class EstimateResponse(BaseModel):
                    "delta_ages": [-38.2, -29.1, -18.7, -8.9, 1.2, 11.0, 21.4, 31.3, 41.5, 51.6]}],
         "reference_ages": [0, 10, 20, 30, 40, 50, 60, 70, 80, 90],
         "image": {"width": 256, "height": 256, "format": "JPEG"},
-        "model": {"name": "daa-dlib-resnet64-utkface", "version": "1"},
+        "model": {"name": "daa-dlib-ensemble-utkface", "version": "1"},
         "timing": {"decode_ms": 1.2, "detect_ms": 30.5, "estimate_ms": 6.1, "total_ms": 38.9}}]})
     faces: list[FaceEstimate] = Field(description="detected faces, largest first; empty when there is none")
     reference_ages: list[int] = Field(description="the reference ages y the delta ages refer to")
@@ -95,7 +95,8 @@ class ReadyResponse(BaseModel):
 class ModelInfo(BaseModel):
     name: str
     version: str
-    architecture: dict[str, Any] = Field(description="the model config stored in the checkpoint")
+    architecture: dict[str, Any] = Field(
+        description="the model config stored in the checkpoint; an ensemble's lists its members' configs under 'members'")
     parameters: int
     reference_ages: list[int]
     reference_intervals: list[int]

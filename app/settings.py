@@ -9,7 +9,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_CHECKPOINT = REPO_ROOT / "models" / "daa-dlib-resnet64-utkface.pt"
+DEFAULT_CHECKPOINT = REPO_ROOT / "models" / "daa-dlib-ensemble-utkface.pt"
 
 
 class Settings(BaseSettings):

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from model.config import ModelConfig
-from model.network import DAANet, build_model
+from model.network import build_model
 
 FORMAT = "daa-age-checkpoint"
 FORMAT_VERSION = 1
@@ -28,7 +28,7 @@ class CheckpointError(RuntimeError):
         super().__init__(f"checkpoint {self.path}: {problem}")
 
 
-def save_checkpoint(path: str | os.PathLike, model: DAANet, metadata: dict[str, Any] | None = None,
+def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: dict[str, Any] | None = None,
                     extra: dict[str, Any] | None = None) -> Path:
     """Write atomically (temp file + rename), so a crash mid-write never leaves a truncated checkpoint behind."""
     path = Path(path)
@@ -68,11 +68,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return payload
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[DAANet, dict[str, Any]]:
-    """Rebuild the network from its stored config and load the weights strictly. Returns (model in eval mode, metadata)."""
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+    """Rebuild the network (a ``DAANet`` or a ``DAAEnsemble``) from its stored config and load the weights strictly.
+    Returns (model in eval mode, metadata)."""
     payload = read_checkpoint(path)
     try:
-        model = build_model(ModelConfig.from_dict(payload["config"]))
+        model = build_model(payload["config"])
     except (TypeError, ValueError) as exc:
         raise CheckpointError(path, f"invalid model config: {exc}") from exc
     try:

@@ -100,10 +100,12 @@ def predict_with_flip(model: DAANet, x: torch.Tensor, interval: int = 1, flip: b
         return model(x, interval=interval)
     # One pass over both crops: half the per-call overhead, which dominates at the service's small batches.
     both = model(torch.cat([x, torch.flip(x, dims=[3])]), interval=interval)
-    deltas, mirrored = both.deltas[:len(x)], both.deltas[len(x):]
-    refs = both.references.to(deltas.dtype).unsqueeze(0)
-    estimates = torch.cat([refs - deltas, refs - mirrored], 1)
-    return DAAOutput(estimates.mean(1), (deltas + mirrored) / 2, both.references, estimates.std(1, unbiased=False))
+    n = len(x)
+    a, b = both.age[:n], both.age[n:]
+    # Equal-sized pooled variance: the spread over both crops' estimates, without needing the estimates (an
+    # ensemble's deltas are already averaged over members, so they no longer carry its spread).
+    spread = ((both.spread[:n] ** 2 + both.spread[n:] ** 2) / 2 + ((a - b) / 2) ** 2).sqrt()
+    return DAAOutput((a + b) / 2, (both.deltas[:n] + both.deltas[n:]) / 2, both.references, spread)
 
 
 def daa_loss(age: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -117,10 +119,14 @@ def reference_loss(out: DAAOutput, target: torch.Tensor) -> torch.Tensor:
     return F.smooth_l1_loss(estimates, target.to(estimates.dtype).unsqueeze(1).expand_as(estimates))
 
 
-def build_model(config: ModelConfig | dict) -> DAANet:
+def build_model(config: ModelConfig | dict) -> nn.Module:
+    """The network a config describes: a :class:`DAANet`, or a :class:`model.ensemble.DAAEnsemble` for an
+    ensemble config (a dict with ``members``, or an ``EnsembleConfig``)."""
+    from model.ensemble import DAAEnsemble, EnsembleConfig  # the ensemble module builds on this one
+
     if isinstance(config, dict):
-        config = ModelConfig.from_dict(config)
-    return DAANet(config)
+        config = EnsembleConfig.from_dict(config) if "members" in config else ModelConfig.from_dict(config)
+    return DAAEnsemble(config) if isinstance(config, EnsembleConfig) else DAANet(config)
 
 
 def count_parameters(model: nn.Module) -> int:

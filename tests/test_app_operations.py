@@ -19,7 +19,9 @@ def test_health_ready_model(client):
     ready = client.get("/ready").json()
     assert ready["ready"] is True and ready["device"] == "cpu"
     info = client.get("/model").json()
-    assert info["architecture"]["daa_mode"] == "binary"
+    arch = info["architecture"]  # the shipped model is an ensemble: its config lists the members' configs
+    assert [m["daa_mode"] for m in arch.get("members", [arch])] == ["binary"] * len(arch.get("members", [arch]))
+    assert info["name"] == arch["name"]
     assert info["reference_ages"] == list(range(100)) and info["reference_intervals"] == [1, 2, 5, 10, 20, 50]
     assert info["parameters"] > 1000
     assert info["crop"]["size"] == 128

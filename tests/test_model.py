@@ -255,4 +255,6 @@ def test_flip_prediction_pools_both_crops():
         torch.testing.assert_close(predict_with_flip(model, x, flip=False).age, plain.age)
     torch.testing.assert_close(both.age, (plain.age + mirrored.age) / 2)
     torch.testing.assert_close(both.deltas, (plain.deltas + mirrored.deltas) / 2)
-    assert torch.all(both.spread >= 0)
+    refs = plain.references.float()
+    pooled = torch.cat([refs - plain.deltas, refs - mirrored.deltas], 1)
+    torch.testing.assert_close(both.spread, pooled.std(1, unbiased=False))

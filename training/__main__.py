@@ -129,15 +129,15 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         pred = report["predictions"]
         plot_pred_vs_true(np.asarray(pred["true"]), np.asarray(pred["pred"]), args.plots / "pred_vs_true.png")
         model, _ = load_checkpoint(args.checkpoint)
-        if model.config.daa_mode == "binary":
-            plot_style_curves(model, args.plots / "style_s_t.png")
+        plot_style_curves(model, args.plots / "style_s_t.png")
     print(f"wrote {args.out}")
 
 
 def cmd_export(args: argparse.Namespace) -> None:
     from training.export import export
 
-    print("wrote", export(args.checkpoint, args.report, args.out, args.version, args.licence, args.val_report))
+    print("wrote", export(args.checkpoint, args.report, args.out, args.version, args.licence, args.val_report,
+                          name=args.name))
 
 
 def cmd_convert_dlib(args: argparse.Namespace) -> None:
@@ -193,7 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("export", help="write a serving checkpoint with the test report's metrics")
-    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--checkpoint", type=Path, nargs="+", required=True,
+                   help="one trained checkpoint, or several (trained on one split) to export as one ensemble")
+    p.add_argument("--name", help="the ensemble's model name (default: the members' names joined by '+')")
     p.add_argument("--report", type=Path, help="evaluate's JSON on the test split")
     p.add_argument("--val-report", type=Path, help="evaluate's JSON on the validation split (calibrates age_range)")
     p.add_argument("--out", type=Path, required=True)

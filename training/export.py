@@ -7,8 +7,10 @@ import json
 from pathlib import Path
 
 import numpy as np
+from torch import nn
 
 from model.checkpoint import load_checkpoint, save_checkpoint
+from model.ensemble import from_networks, networks
 from training.metrics import range_coverage
 
 
@@ -23,10 +25,25 @@ def range_scale(report: dict, coverage: float = 0.95) -> float:
     return float(np.quantile(ratio, coverage))
 
 
-def export(checkpoint: Path, report: Path | None, out: Path, version: str, licence: str,
-           val_report: Path | None = None) -> Path:
-    model, meta = load_checkpoint(checkpoint)
-    meta = {k: v for k, v in meta.items() if k != "train_state"}
+def load_members(checkpoints: list[Path], name: str | None = None) -> tuple[nn.Module, dict]:
+    """One checkpoint as it is, or several as one :class:`model.ensemble.DAAEnsemble` whose metadata lists each
+    member's. Members must come from the same split file, or the ensemble's test figures would be meaningless."""
+    loaded = [load_checkpoint(c) for c in checkpoints]
+    metas = [{k: v for k, v in meta.items() if k != "train_state"} for _, meta in loaded]
+    if len(loaded) == 1:
+        return loaded[0][0], metas[0]
+    splits = {json.dumps((m.get("split") or {}).get("file")) for m in metas}
+    if len(splits) > 1:
+        raise ValueError(f"ensemble members were trained on different split files: {sorted(splits)}")
+    model = from_networks([n for model, _ in loaded for n in networks(model)], name or "")
+    meta = {"split": metas[0].get("split"), "data": metas[0].get("data"),
+            "members": [{"checkpoint": str(c), **m} for c, m in zip(checkpoints, metas)]}
+    return model, meta
+
+
+def export(checkpoint: Path | list[Path], report: Path | None, out: Path, version: str, licence: str,
+           val_report: Path | None = None, name: str | None = None) -> Path:
+    model, meta = load_members(checkpoint if isinstance(checkpoint, list) else [checkpoint], name)
     rep = json.loads(report.read_text()) if report is not None else None
     if rep is not None:
         first = next(iter(rep["results"]))

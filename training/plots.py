@@ -6,8 +6,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from torch import nn
 
-from model.network import DAANet
+from model.ensemble import networks
 
 
 def _pyplot():
@@ -19,20 +20,30 @@ def _pyplot():
     return plt
 
 
-def plot_style_curves(model: DAANet, path: Path) -> None:
+def plot_style_curves(model: nn.Module, path: Path) -> bool:
+    """S and T against reference age (paper Fig. 3), one line per network with a binary code mapping (an
+    ensemble's members). Returns False, writing nothing, when no network has one."""
+    nets = [n for n in networks(model) if n.config.daa_mode == "binary"]
+    if not nets:
+        return False
     plt = _pyplot()
-    refs = torch.arange(model.config.num_references)
-    with torch.no_grad():
-        s, t = model.mapping(refs)
+    refs = torch.arange(nets[0].config.num_references)
     fig, ax = plt.subplots(1, 2, figsize=(9, 3.2))
-    for a, v, name in ((ax[0], s, "S (learned style std)"), (ax[1], t, "T (learned style mean)")):
-        a.plot(refs.numpy(), v.numpy(), lw=1.5)
+    for net in nets:
+        with torch.no_grad():
+            s, t = net.mapping(refs)
+        for a, v in ((ax[0], s), (ax[1], t)):
+            a.plot(refs.numpy(), v.numpy(), lw=1.5, label=net.config.name)
+    for a, name in ((ax[0], "S (learned style std)"), (ax[1], "T (learned style mean)")):
         a.set_xlabel("reference age y")
         a.set_title(name)
         a.grid(alpha=0.3)
+    if len(nets) > 1:
+        ax[0].legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+    return True
 
 
 def plot_decades(result: dict, path: Path) -> None:
