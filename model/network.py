@@ -93,7 +93,7 @@ def crops_to_input(crops: torch.Tensor, device: torch.device | str = "cpu", chan
     return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
 
 
-def predict_with_flip(model: DAANet, x: torch.Tensor, interval: int = 1, flip: bool = True) -> DAAOutput:
+def predict_with_flip(model: nn.Module, x: torch.Tensor, interval: int = 1, flip: bool = True) -> DAAOutput:
     """The served prediction. With ``flip`` the mirrored crop's per-reference estimates y - delta_y join the
     original's: the age is their mean, the spread their standard deviation, the deltas the two crops' average."""
     if not flip:

@@ -35,7 +35,7 @@ def load_members(checkpoints: list[Path], name: str | None = None) -> tuple[nn.M
     splits = {json.dumps((m.get("split") or {}).get("file")) for m in metas}
     if len(splits) > 1:
         raise ValueError(f"ensemble members were trained on different split files: {sorted(splits)}")
-    model = from_networks([n for model, _ in loaded for n in networks(model)], name or "")
+    model = from_networks([net for member, _ in loaded for net in networks(member)], name or "")
     meta = {"split": metas[0].get("split"), "data": metas[0].get("data"),
             "members": [{"checkpoint": str(c), **m} for c, m in zip(checkpoints, metas)]}
     return model, meta
