@@ -7,25 +7,42 @@ import sys
 import uvicorn
 
 from app.main import create_app
+from app.server import raise_open_file_limit, uvicorn_config
 from app.settings import Settings
-from model.checkpoint import CheckpointError, load_checkpoint
+from model.checkpoint import CheckpointError, read_checkpoint
 
 
 def main() -> None:
-    settings = Settings()
-    try:  # fail before binding the port, with one clear line, rather than from inside the lifespan
-        load_checkpoint(settings.checkpoint)
-    except CheckpointError as exc:
-        sys.exit(f"daa-age: cannot start: {exc} (set DAA_CHECKPOINT to a valid checkpoint)")
-    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                            log_level=settings.log_level, timeout_graceful_shutdown=10)
-    server = uvicorn.Server(config)
+    try:
+        settings = Settings()
+        settings.keys()  # a keys file that cannot be read stops start-up here, with its name
+    except (ValueError, OSError) as exc:
+        sys.exit(f"daa-age: cannot start: invalid settings: {exc}")
+    raise_open_file_limit()
+    if settings.workers > 1:
+        # Each worker process loads the model itself; check the file once here, so a bad checkpoint stops the
+        # server with one message instead of failing in every worker.
+        try:
+            read_checkpoint(settings.checkpoint)
+        except CheckpointError as exc:
+            sys.exit(f"daa-age: cannot start: {exc} (set DAA_CHECKPOINT to a valid checkpoint)")
+        uvicorn.Server(uvicorn_config(settings, "app.main:app")).run()
+        return
+    server: uvicorn.Server | None = None
+
+    def stop() -> None:  # the model failed to load after the port opened
+        if server is not None:
+            server.should_exit = True
+
+    app = create_app(settings, on_load_failure=stop)
+    server = uvicorn.Server(uvicorn_config(settings, app))
     try:
         server.run()
     except CheckpointError as exc:
-        sys.exit(f"daa-age: cannot start: {exc}")
-    if not server.started:  # lifespan failed (uvicorn logged why)
-        sys.exit(3)
+        sys.exit(f"daa-age: cannot start: {exc} (set DAA_CHECKPOINT to a valid checkpoint)")
+    error = app.state.startup_error
+    if error is not None or not server.started:
+        sys.exit(f"daa-age: cannot start: {error or 'see the log above'}")
 
 
 if __name__ == "__main__":

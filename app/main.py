@@ -2,36 +2,47 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
 
 from app.errors import install_error_handlers
 from app.routes import router
+from app.security import APIKeys
 from app.service import Service
 from app.settings import Settings
+from app.telemetry import Telemetry
+from model.checkpoint import read_checkpoint
 
-API_VERSION = "1.0.0"
+API_VERSION = "2.0.0"
 log = logging.getLogger("daa.app")
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def create_app(settings: Settings | None = None, on_load_failure: Callable[[], None] | None = None) -> FastAPI:
+    """``on_load_failure``: called when the model fails to load after the server started (``python -m app`` stops
+    the server; by default the error is kept in ``app.state.startup_error`` and /ready stays 503)."""
     settings = settings or Settings()
+    telemetry = Telemetry()
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        # A missing or corrupt checkpoint raises here, so start-up fails loudly instead of serving errors.
-        service = Service.load(settings)
-        await service.start()
-        app.state.service = service
-        log.info("serving %s on %s", service.estimator.name, service.estimator.device)
+        # Read and check the checkpoint file before the port opens (a missing or corrupt file stops start-up
+        # with a message naming it); build the model after it opens, so /ready answers 503 while it loads.
+        payload = await asyncio.to_thread(read_checkpoint, settings.checkpoint)
+        loading = asyncio.create_task(_load(app, settings, payload, telemetry, on_load_failure), name="daa-load")
         try:
             yield
         finally:
+            loading.cancel()
+            service: Service | None = app.state.service
             app.state.service = None
-            await service.stop()
+            if service is not None:
+                await service.stop()
 
     app = FastAPI(
         title="DAA age estimation",
@@ -41,9 +52,53 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.service = None
-    install_error_handlers(app)
+    app.state.startup_error = None
+    app.state.settings = settings
+    app.state.telemetry = telemetry
+    app.state.api_keys = APIKeys(settings.keys())
+    install_error_handlers(app, settings.retry_after_s)
+    if settings.cors_origins:
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
+                           allow_headers=["X-API-Key", "Authorization", "Content-Type"], max_age=600)
     app.include_router(router)
+    from app.page import router as page_router  # the browser page at GET /
+
+    app.include_router(page_router)
+    app.openapi = lambda: _openapi(app)  # type: ignore[method-assign]
     return app
+
+
+async def _load(app: FastAPI, settings: Settings, payload: dict[str, Any], telemetry: Telemetry,
+                on_failure: Callable[[], None] | None) -> None:
+    try:
+        service = await asyncio.to_thread(Service.load, settings, payload, telemetry)
+        await service.start()
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # noqa: BLE001  (whatever stops the model from loading stops the server)
+        log.error("daa-age: cannot start: %s", exc)
+        app.state.startup_error = exc
+        if on_failure is not None:
+            on_failure()
+        return
+    app.state.service = service
+    est = service.pipeline.estimator
+    log.info("serving %s on %s", est.name, est.device)
+
+
+def _openapi(app: FastAPI) -> dict[str, Any]:
+    """FastAPI's schema plus the upload's body model, which the streaming route declares by reference."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+        schema.setdefault("components", {}).setdefault("schemas", {})["Body_estimate_age"] = {
+            "properties": {"file": {"contentMediaType": "application/octet-stream", "format": "binary",
+                                    "description": "the photo: JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF",
+                                    "title": "File", "type": "string"}},
+            "required": ["file"], "title": "Body_estimate_age", "type": "object"}
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def __getattr__(name: str) -> FastAPI:

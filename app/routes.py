@@ -1,21 +1,18 @@
-"""HTTP routes. The data path of POST /estimate reads top to bottom: upload -> image -> faces -> crops ->
-batched model call -> response."""
+"""HTTP routes: short, typed, and all work delegated. ``POST /estimate`` admits the request, reads the upload as
+it streams, runs it through the pipeline (``model/pipeline.py``) and turns the result into the response."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 from enum import IntEnum
-from typing import Annotated
+from typing import Annotated, Any
 
-import numpy as np
-from fastapi import APIRouter, Depends, File, Query, Request, UploadFile
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from app.batching import BatchFailed, QueueFull
 from app.errors import APIError
-from app.imaging import decode_image
 from app.schemas import (
     AgeRange,
     Box,
@@ -30,133 +27,177 @@ from app.schemas import (
     ReadyResponse,
     Timing,
 )
+from app.security import require_key
 from app.service import Service
-from model.config import REFERENCE_INTERVALS
-from model.faces import crop_face
+from app.uploads import read_upload
+from model.errors import ErrorCode, InputError
+from model.pipeline import ClientGone, PhotoResult, PipelineOptions
 
 router = APIRouter()
 
-ReferenceInterval = IntEnum("ReferenceInterval", {f"every_{k}": k for k in REFERENCE_INTERVALS})
-ERRORS = {code: {"model": ErrorResponse, "description": d}
-          for code, d in {400: "empty, corrupt or truncated image", 413: "upload or image too large",
-                          415: "not an image, or an unsupported format", 422: "missing file or invalid option",
-                          500: "the model call failed", 503: "overloaded or not ready; retry after Retry-After"
-                          }.items()}
+
+class ReferenceInterval(IntEnum):
+    """Every k-th reference age (paper Table 7)."""
+
+    every_1 = 1
+    every_2 = 2
+    every_5 = 5
+    every_10 = 10
+    every_20 = 20
+    every_50 = 50
+
+
+ERRORS: dict[int | str, dict[str, Any]] = {
+    code: {"model": ErrorResponse, "description": d}
+    for code, d in {400: "empty, corrupt or truncated image", 401: "an API key is needed (when the service has keys)",
+                    408: "the upload did not arrive in time", 413: "upload or image too large",
+                    415: "not an image, or an unsupported format",
+                    422: "missing file, invalid option, or a minimum face size the photo cannot be searched for",
+                    500: "the model call failed",
+                    503: "overloaded or not ready; retry after Retry-After"}.items()}
+# The body is read by app/uploads.py as it streams; this declares it for the OpenAPI schema and generated clients.
+UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {
+    "schema": {"$ref": "#/components/schemas/Body_estimate_age"}}}}}
 
 
 def get_service(request: Request) -> Service:
     service: Service | None = getattr(request.app.state, "service", None)
     if service is None:
-        raise APIError(503, "not_ready", "the model is not loaded yet", headers={"Retry-After": "1"})
+        retry = str(request.app.state.settings.retry_after_s)
+        raise APIError(503, ErrorCode.NOT_READY, "the model is not loaded yet", headers={"Retry-After": retry})
     return service
 
 
+def overloaded(service: Service, what: str) -> APIError:
+    return APIError(503, ErrorCode.OVERLOADED, f"the service is busy ({what}); retry shortly", None,
+                    headers={"Retry-After": str(service.settings.retry_after_s)})
+
+
+def to_response(result: PhotoResult, service: Service, include_deltas: bool, total_s: float) -> EstimateResponse:
+    est = service.pipeline.estimator
+    faces = [FaceEstimate(
+        box=Box(x1=f.detection.box[0], y1=f.detection.box[1], x2=f.detection.box[2], y2=f.detection.box[3]),
+        detection_score=min(max(f.detection.score, 0.0), 1.0),
+        landmarks=[Point(x=x, y=y) for x, y in f.detection.landmarks],
+        age=round(f.age, 3), uncertainty=round(f.spread, 3),
+        age_range=AgeRange(low=round(f.age_range[0], 3), high=round(f.age_range[1], 3)),
+        delta_ages=[round(d, 4) for d in f.deltas] if include_deltas else None) for f in result.faces]
+    t = result.timing
+    return EstimateResponse(
+        faces=faces, reference_ages=result.reference_ages, min_face_size=round(result.min_face_size, 1),
+        image=ImageInfo(width=result.width, height=result.height, format=result.format),
+        model=ModelRef(name=est.name, version=est.version),
+        timing=Timing(decode_ms=round(t["decode"] * 1000, 2), detect_ms=round(t["detect"] * 1000, 2),
+                      estimate_ms=round(t["estimate"] * 1000, 2), total_ms=round(total_s * 1000, 2)))
+
+
 @router.post("/estimate", operation_id="estimate_age", response_model=EstimateResponse, responses=ERRORS,
-             summary="Estimate the age of every face in a photo", tags=["estimation"])
+             summary="Estimate the age of every face in a photo", tags=["estimation"], openapi_extra=UPLOAD_BODY,
+             dependencies=[Depends(require_key)])
 async def estimate_age(
     request: Request,
-    # format: binary makes generators (openapi-python-client, openapi-generator) type this as a file upload.
-    file: Annotated[UploadFile, File(description="the photo: JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF",
-                                     json_schema_extra={"format": "binary"})],
     service: Annotated[Service, Depends(get_service)],
-    max_faces: Annotated[int | None, Query(ge=1, le=100, description="at most this many faces, largest first")] = None,
-    min_face_size: Annotated[int | None, Query(ge=12, le=10000, description="smallest face side in pixels")] = None,
-    reference_interval: Annotated[ReferenceInterval, Query(  # type: ignore[valid-type]
-        description="use every k-th reference age (paper Table 7): 1 gives all 100")] = 1,
+    max_faces: Annotated[int | None, Query(ge=1, le=100, description="at most this many faces, largest first "
+                                                                     "(up to the service's DAA_MAX_FACES)")] = None,
+    min_face_size: Annotated[int | None, Query(ge=12, le=10000, description=(
+        "smallest face side in pixels; a large photo may not allow a small value within the detection budget "
+        "(422 min_face_size_unsupported names the smallest possible)"))] = None,
+    reference_interval: Annotated[ReferenceInterval, Query(
+        description="use every k-th reference age (paper Table 7): 1 gives all 100")] = ReferenceInterval.every_1,
     include_deltas: Annotated[bool, Query(description="include the per-reference delta ages")] = True,
-) -> EstimateResponse:
+) -> Any:
     t_start = time.perf_counter()
-    settings = service.settings
+    if not service.admission.try_enter():
+        service.telemetry.requests.labels("503").inc()
+        raise overloaded(service, f"{service.admission.limit} requests in progress")
     status = 500
     try:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes + 64 * 1024:
-            raise APIError(413, "file_too_large", f"uploads are limited to {settings.max_upload_bytes} bytes",
-                           {"max_bytes": settings.max_upload_bytes})
-        data = await file.read(settings.max_upload_bytes + 1)
-        if len(data) > settings.max_upload_bytes:
-            raise APIError(413, "file_too_large", f"uploads are limited to {settings.max_upload_bytes} bytes",
-                           {"max_bytes": settings.max_upload_bytes})
-        loop = asyncio.get_running_loop()
-        decoded = await loop.run_in_executor(service.cpu_pool, decode_image, data, settings.max_image_pixels)
+        data = await read_upload(request, service.settings.max_upload_bytes, service.settings.body_timeout_s)
+        options = PipelineOptions(max_faces, min_face_size, int(reference_interval))
+        result = await service.pipeline.run_async(data, options, service.executor, service.batcher.submit,
+                                                  still_wanted=lambda: _connected(request),
+                                                  slots=service.prepare_slots)
         del data
-        t_decoded = time.perf_counter()
-        image = decoded.image
-        faces = await loop.run_in_executor(service.cpu_pool, service.detector.detect, image,
-                                           min_face_size or settings.min_face_size)
-        faces = faces[: min(max_faces or settings.max_faces, settings.max_faces)]
-        crops = (np.stack([crop_face(image, f, service.estimator.crop_spec) for f in faces]) if faces
-                 else np.zeros((0,), np.uint8))
-        t_detected = time.perf_counter()
-        service.telemetry.detect_seconds.observe(t_detected - t_decoded)
-        interval = int(reference_interval)
-        try:
-            results = await service.batcher.submit(crops, interval) if faces else []
-        except QueueFull as exc:
-            raise APIError(503, "overloaded", "too many faces are waiting for the model; retry shortly", str(exc),
-                           headers={"Retry-After": str(settings.retry_after_s)}) from exc
-        except BatchFailed as exc:
-            raise APIError(500, "inference_failed", "the model call for this request failed", str(exc)) from exc
-        t_done = time.perf_counter()
-        out = []
-        for det, res in zip(faces, results):
-            half = service.estimator.range_scale * res.spread
-            out.append(FaceEstimate(
-                box=Box(x1=det.box[0], y1=det.box[1], x2=det.box[2], y2=det.box[3]),
-                detection_score=min(max(det.score, 0.0), 1.0),
-                landmarks=[Point(x=x, y=y) for x, y in det.landmarks],
-                age=round(res.age, 3), uncertainty=round(res.spread, 3),
-                age_range=AgeRange(low=round(max(res.age - half, 0.0), 3), high=round(res.age + half, 3)),
-                delta_ages=[round(d, 4) for d in res.deltas] if include_deltas else None))
-        service.telemetry.faces.inc(len(out))
+        response = to_response(result, service, include_deltas, time.perf_counter() - t_start)
+        service.telemetry.faces.inc(len(result.faces))
+        service.telemetry.detect_seconds.observe(result.timing["detect"])
         status = 200
-        return EstimateResponse(
-            faces=out, reference_ages=service.estimator.references(interval),
-            image=ImageInfo(width=image.width, height=image.height, format=decoded.format),
-            model=ModelRef(name=service.estimator.name, version=service.estimator.version),
-            timing=Timing(decode_ms=round((t_decoded - t_start) * 1000, 2),
-                          detect_ms=round((t_detected - t_decoded) * 1000, 2),
-                          estimate_ms=round((t_done - t_detected) * 1000, 2),
-                          total_ms=round((time.perf_counter() - t_start) * 1000, 2)))
+        return response  # FastAPI serialises it straight to JSON bytes with pydantic-core
+    except InputError as exc:
+        error = APIError.from_input(exc)
+        status = error.status
+        raise error from exc
+    except QueueFull as exc:
+        status = 503
+        raise overloaded(service, str(exc)) from exc
+    except BatchFailed as exc:
+        raise APIError(500, ErrorCode.INFERENCE_FAILED, "the model call for this request failed", str(exc)) from exc
+    except ClientGone:
+        status = 499  # nginx's "client closed request": nobody reads this answer
+        return Response(status_code=status)
     except APIError as exc:
         status = exc.status
         raise
     finally:
+        service.admission.leave()
         service.telemetry.requests.labels(str(status)).inc()
-        await file.close()
 
 
+async def _connected(request: Request) -> bool:
+    return not await request.is_disconnected()
+
+
+@router.head("/health", include_in_schema=False)
 @router.get("/health", operation_id="get_health", response_model=HealthResponse, tags=["operations"],
             summary="Liveness: the process is up")
 async def get_health() -> HealthResponse:
     return HealthResponse()
 
 
+@router.head("/ready", include_in_schema=False)
 @router.get("/ready", operation_id="get_readiness", response_model=ReadyResponse, tags=["operations"],
             summary="Readiness: the model and detector are loaded", responses={503: ERRORS[503]})
 async def get_readiness(service: Annotated[Service, Depends(get_service)]) -> ReadyResponse:
-    return ReadyResponse(ready=True, model=service.estimator.name, device=str(service.estimator.device))
+    est = service.pipeline.estimator
+    return ReadyResponse(ready=True, model=est.name, device=str(est.device))
 
 
 @router.get("/model", operation_id="get_model_info", response_model=ModelInfo, tags=["operations"],
             summary="The served model: architecture, references, parameters and model-card metrics",
-            responses={503: ERRORS[503]})
+            responses={401: ERRORS[401], 503: ERRORS[503]}, dependencies=[Depends(require_key)])
 async def get_model_info(service: Annotated[Service, Depends(get_service)]) -> ModelInfo:
-    est = service.estimator
+    est = service.pipeline.estimator
     meta = est.metadata
+    training: dict[str, Any] = {k: meta[k] for k in ("split", "code_version") if k in meta}
+    if isinstance(meta.get("data"), dict):  # what it was trained on, without the training machine's paths
+        training["data"] = {k: v for k, v in meta["data"].items() if k not in ("location", "cache")}
+    if isinstance(training.get("split"), dict):
+        training["split"] = {k: v for k, v in training["split"].items() if k != "file"}
     return ModelInfo(
         name=est.name, version=est.version, architecture=est.config.to_dict(), parameters=est.parameters,
-        reference_ages=est.references(1), reference_intervals=list(REFERENCE_INTERVALS), crop=est.config.crop,
-        device=str(est.device), runtime=est.runtime, flip_tta=est.flip_tta, uncertainty_scale_95=est.range_scale,
-        metrics=dict(meta.get("metrics") or {}),
-        training={k: meta[k] for k in ("data", "split", "command", "code_version", "init_encoder") if k in meta})
+        reference_ages=est.references(1), reference_intervals=[int(k) for k in ReferenceInterval],
+        crop=est.config.crop, device=str(est.device), runtime=est.runtime, flip_tta=est.flip_tta,
+        range_factor=est.range_factor, metrics=dict(meta.get("metrics") or {}), training=training)
+
+
+async def metrics_access(request: Request) -> None:
+    if request.app.state.settings.metrics_need_key:
+        await require_key(request, request.headers.get("x-api-key"), await _bearer(request))
+
+
+async def _bearer(request: Request) -> Any:
+    from app.security import bearer
+
+    return await bearer(request)
 
 
 @router.get("/metrics", operation_id="get_metrics", tags=["operations"], summary="Prometheus metrics",
-            response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}})
+            response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+            dependencies=[Depends(metrics_access)])
 async def get_metrics(request: Request) -> Response:
+    telemetry = request.app.state.telemetry
     service: Service | None = getattr(request.app.state, "service", None)
-    if service is None:
-        return Response(b"", media_type=CONTENT_TYPE_LATEST)
-    service.telemetry.queue_faces.set(service.batcher.pending_faces)
-    return Response(generate_latest(service.telemetry.registry), media_type=CONTENT_TYPE_LATEST)
+    if service is not None:
+        telemetry.queue_faces.set(service.batcher.pending_faces)
+        telemetry.requests_active.set(service.admission.active)
+    return Response(generate_latest(telemetry.registry), media_type=CONTENT_TYPE_LATEST)

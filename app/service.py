@@ -1,47 +1,82 @@
-"""Everything the routes need, built once by the lifespan: model, detector, batcher, worker pool, telemetry."""
+"""Everything the routes need, built once per worker process: the pipeline, the batcher, the admission count,
+the worker pool for the pipeline's CPU-bound front half, and telemetry."""
 
 from __future__ import annotations
 
+import asyncio
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
 from app.batching import MicroBatcher
-from app.estimator import Estimator
 from app.settings import Settings
 from app.telemetry import Telemetry
 from model.faces import DetectorSettings, FaceDetector
+from model.pipeline import AgePipeline, PipelineLimits
+
+
+@dataclass
+class Admission:
+    """How many requests this worker is serving, decode to answer; beyond ``limit`` a request is refused at once
+    (503) rather than queued without bound in front of the pipeline. Used from the event loop only."""
+
+    limit: int
+    active: int = 0
+
+    def try_enter(self) -> bool:
+        if self.active >= self.limit:
+            return False
+        self.active += 1
+        return True
+
+    def leave(self) -> None:
+        self.active -= 1
 
 
 @dataclass
 class Service:
     settings: Settings
-    estimator: Estimator
-    detector: FaceDetector
+    pipeline: AgePipeline
     batcher: MicroBatcher
     telemetry: Telemetry
-    cpu_pool: ThreadPoolExecutor  # decoding and detection, off the event loop
+    executor: ThreadPoolExecutor  # the pipeline's decode/detect/crop, off the event loop
+    admission: Admission = field(init=False)
+    prepare_slots: asyncio.Semaphore = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.admission = Admission(self.settings.max_pending)
+        self.prepare_slots = asyncio.Semaphore(self.settings.prepare_threads)
 
     @classmethod
-    def load(cls, settings: Settings) -> Service:
-        """Load checkpoint and MTCNN; raises :class:`model.checkpoint.CheckpointError` on a bad checkpoint."""
-        if settings.threads:
-            torch.set_num_threads(settings.threads)
-        estimator = Estimator(str(settings.checkpoint), settings.device, settings.flip_tta, settings.runtime)
+    def load(cls, settings: Settings, payload: dict[str, Any] | None = None, telemetry: Telemetry | None = None
+             ) -> Service:
+        """Build the model and MTCNN (``payload``: the checkpoint already read); raises
+        :class:`model.checkpoint.CheckpointError` on a bad checkpoint."""
+        threads = settings.kernel_threads()
+        if torch.get_num_threads() != threads:
+            torch.set_num_threads(threads)  # this worker process's kernels; the server owns the process
+        from model.estimator import Estimator
+
+        estimator = Estimator(settings.checkpoint, settings.device, settings.flip_tta, settings.runtime,
+                              payload=payload, threads=threads)
         detector = FaceDetector(
             DetectorSettings(min_face_size=settings.min_face_size, thresholds=settings.mtcnn_thresholds,
                              min_score=settings.detection_threshold, max_side=settings.detect_max_side),
             device=estimator.device, runtime=settings.runtime)
-        telemetry = Telemetry()
-        batcher = MicroBatcher(estimator.estimate, settings.max_batch_size, settings.max_wait_ms / 1000.0,
+        pipeline = AgePipeline(estimator, detector, PipelineLimits(
+            max_image_pixels=settings.max_image_pixels, max_faces=settings.max_faces,
+            min_face_size=settings.min_face_size))
+        telemetry = telemetry or Telemetry()
+        batcher = MicroBatcher(pipeline.estimate, settings.max_batch_size, settings.max_wait_ms / 1000.0,
                                settings.max_queue, on_batch=telemetry.on_batch)
-        return cls(settings, estimator, detector, batcher, telemetry,
-                   ThreadPoolExecutor(max_workers=2, thread_name_prefix="daa-cpu"))
+        return cls(settings, pipeline, batcher, telemetry,
+                   ThreadPoolExecutor(max_workers=settings.prepare_threads, thread_name_prefix="daa-prepare"))
 
     async def start(self) -> None:
         await self.batcher.start()
 
     async def stop(self) -> None:
         await self.batcher.stop()
-        self.cpu_pool.shutdown(wait=True)
+        self.executor.shutdown(wait=True, cancel_futures=True)

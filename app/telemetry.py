@@ -17,6 +17,8 @@ class Telemetry:
         self.detect_seconds = Histogram("daa_detect_seconds", "face detection latency per image",
                                         registry=self.registry)
         self.queue_faces = Gauge("daa_queue_faces", "faces waiting for the model", registry=self.registry)
+        self.requests_active = Gauge("daa_requests_active", "POST /estimate requests being served",
+                                     registry=self.registry)
 
     def on_batch(self, faces: int, seconds: float) -> None:
         self.batch_size.observe(faces)

@@ -21,7 +21,7 @@ import torch
 
 from model.config import ModelConfig
 from model.daa import channel_stats, daa, reference_ages
-from model.network import build_model
+from model.factory import build_model
 from model.onnx_runtime import OrtEncoder, onnxruntime_available
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from benchmarks.load import run_load
 from benchmarks.photos import benchmark_photos
-from tests.server import running_service
+from testkit import running_service
 
 CONFIGS = {"batching": {"DAA_MAX_BATCH_SIZE": "32", "DAA_MAX_WAIT_MS": "0"},
            "no-batching": {"DAA_MAX_BATCH_SIZE": "1", "DAA_MAX_WAIT_MS": "0"}}

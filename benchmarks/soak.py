@@ -14,7 +14,7 @@ from pathlib import Path
 
 from benchmarks.load import run_load
 from benchmarks.photos import benchmark_photos
-from tests.server import running_service
+from testkit import running_service
 
 
 def soak(requests: int, concurrency: int, env: dict[str, str] | None = None) -> dict:

@@ -25,7 +25,8 @@ def generate(out: Path, schema: Path) -> Path:
     if out.exists():
         shutil.rmtree(out)
     out.mkdir(parents=True)
-    exe = shutil.which("openapi-python-client")
+    beside = Path(sys.executable).parent / "openapi-python-client"  # the venv's own, even when not activated
+    exe = str(beside) if beside.exists() else shutil.which("openapi-python-client")
     if exe is None:
         raise SystemExit("openapi-python-client is not installed: pip install openapi-python-client")
     subprocess.run([exe, "generate", "--path", str(schema), "--config", str(HERE / "openapi-python-client.yml"),

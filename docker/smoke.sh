@@ -36,11 +36,13 @@ sleep 2
 # pip inside the build needs the host's CA bundle when the network is the host's.
 export BASE_IMAGE="$BASE" TORCH_INDEX_URL="${TORCH_INDEX_URL-}"
 # Hosts that keep wheels on local disk (PIP_FIND_LINKS) lend them to the build read-only.
+# (as a build argument: the Dockerfile's ARG is seen by RUN and not kept in the image's environment).
 WHEELS=()
 if [ -n "${PIP_FIND_LINKS:-}" ] && [ -d "$PIP_FIND_LINKS" ]; then
-  WHEELS=(-v "$PIP_FIND_LINKS:$PIP_FIND_LINKS:ro" --env "PIP_FIND_LINKS=$PIP_FIND_LINKS")
+  WHEELS=(-v "$PIP_FIND_LINKS:$PIP_FIND_LINKS:ro" --build-arg "PIP_FIND_LINKS=$PIP_FIND_LINKS")
 fi
-podman build --isolation=chroot --network=host --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 "${WHEELS[@]}" \
+# --format docker: podman's default OCI format drops the Dockerfile's HEALTHCHECK.
+podman build --format docker --isolation=chroot --network=host --ulimit nofile=1024:1024 --ulimit nproc=1024:1024 "${WHEELS[@]}" \
   --build-arg BASE_IMAGE="$BASE" --build-arg TORCH_INDEX_URL="$TORCH_INDEX_URL" \
   -f docker/Dockerfile -t daa-age:cpu .
 docker-compose config -q
@@ -52,4 +54,15 @@ for i in $(seq 1 90); do
 done
 curl -fsS -F file=@tests/fixtures/astronaut.jpg "http://127.0.0.1:$PORT/estimate?reference_interval=20" | head -c 600
 echo
+# The container's own healthcheck must pass too (compose's CMD-SHELL form, run by podman).
+CONTAINER=$(docker-compose ps -q daa)
+for i in $(seq 1 40); do
+  STATUS=$(podman inspect --format '{{.State.Health.Status}}' "$CONTAINER" 2>/dev/null || echo unknown)
+  [ "$STATUS" = healthy ] && break
+  sleep 3
+done
+echo "health: $STATUS"
 docker-compose ps
+podman image inspect daa-age:cpu --format 'image size: {{.Size}} bytes'
+podman image inspect daa-age:cpu --format '{{.Config.Env}}' | grep -q PIP_FIND_LINKS && { echo "PIP_FIND_LINKS leaked"; exit 1; }
+[ "$STATUS" = healthy ]

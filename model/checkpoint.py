@@ -13,9 +13,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
-from model.network import build_model
+from model.factory import DAAModel, build_model
 
 FORMAT = "daa-age-checkpoint"
 FORMAT_VERSION = 1
@@ -28,7 +27,7 @@ class CheckpointError(RuntimeError):
         super().__init__(f"checkpoint {self.path}: {problem}")
 
 
-def save_checkpoint(path: str | os.PathLike, model: nn.Module, metadata: dict[str, Any] | None = None,
+def save_checkpoint(path: str | os.PathLike, model: DAAModel, metadata: dict[str, Any] | None = None,
                     extra: dict[str, Any] | None = None) -> Path:
     """Write atomically (temp file + rename), so a crash mid-write never leaves a truncated checkpoint behind."""
     path = Path(path)
@@ -68,10 +67,12 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return payload
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> tuple[nn.Module, dict[str, Any]]:
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
+                    payload: dict[str, Any] | None = None) -> tuple[DAAModel, dict[str, Any]]:
     """Rebuild the network (a ``DAANet`` or a ``DAAEnsemble``) from its stored config and load the weights strictly.
+    ``payload``: what :func:`read_checkpoint` already returned for ``path`` (the file is then not read again).
     Returns (model in eval mode, metadata)."""
-    payload = read_checkpoint(path)
+    payload = payload if payload is not None else read_checkpoint(path)
     try:
         model = build_model(payload["config"])
     except (TypeError, ValueError) as exc:

@@ -24,6 +24,8 @@ def binary_codes(num_references: int = 100, bits: int = 8) -> torch.Tensor:
 class BinaryCodeMapping(nn.Module):
     """MLP 8-16-32-2 (ReLU, ReLU, identity) turning each reference age's code into (s_y, t_y)."""
 
+    codes: torch.Tensor
+
     def __init__(self, num_references: int = 100, bits: int = 8, hidden: tuple[int, ...] | list[int] = (16, 32)) -> None:
         super().__init__()
         self.register_buffer("codes", binary_codes(num_references, bits), persistent=False)

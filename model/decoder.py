@@ -35,6 +35,7 @@ class AgeDecoder(nn.Module):
         """
         b, r = e.shape[0], scale.shape[0]
         w, bias = self.conv.weight, self.conv.bias
+        assert bias is not None
         pad = self.conv.padding
         both = F.conv2d(torch.cat([e_hat, -e]), w, padding=pad)  # one call: better GEMM use than two
         a, base = both[:b], both[b:] + bias.view(1, -1, 1, 1)
@@ -46,6 +47,7 @@ class AgeDecoder(nn.Module):
         # Eval: fold BN's affine map into the three per-face maps, so the B x R x 64 x h x w tensor is built once
         # and then only rectified and pooled in place.
         bn = self.bn
+        assert bn.running_var is not None and bn.running_mean is not None  # track_running_stats is on
         k = (bn.weight / torch.sqrt(bn.running_var + bn.eps)).view(1, -1, 1, 1)
         c = bn.bias.view(1, -1, 1, 1) - bn.running_mean.view(1, -1, 1, 1) * k
         pre = (base * k + c).unsqueeze(1) + shift.view(view) * (ones * k).unsqueeze(1)

@@ -62,6 +62,8 @@ class DAAEnsemble(nn.Module):
     ages); deltas: the members' mean; spread: the standard deviation of the pooled estimates, which adds the
     members' disagreement to each one's spread over references."""
 
+    members: nn.ModuleList
+
     def __init__(self, config: EnsembleConfig) -> None:
         super().__init__()
         self.config = config

@@ -1,8 +1,10 @@
-"""The model side of the service: crops in, ages, spreads and delta ages out. Runs on one worker thread."""
+"""The model side of the pipeline: crops in, ages, spreads, age ranges and delta ages out."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -10,7 +12,8 @@ import torch
 from model.checkpoint import load_checkpoint
 from model.ensemble import networks
 from model.faces import CropSpec
-from model.network import count_parameters, crops_to_input, predict_with_flip
+from model.factory import count_parameters
+from model.inference import crops_to_input, predict_with_flip, resolve_device, zero_denormal_weights
 from model.onnx_runtime import OrtEncoder, resolve_runtime
 
 
@@ -22,11 +25,13 @@ class FaceResult:
 
 
 class Estimator:
-    def __init__(self, checkpoint: str, device: str = "auto", flip_tta: bool = True, runtime: str = "torch") -> None:
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                                   ("cpu" if device == "auto" else device))
-        torch.set_flush_denormal(True)
-        self.model, self.metadata = load_checkpoint(checkpoint, map_location=self.device)
+    def __init__(self, checkpoint: str | Path, device: str = "auto", flip_tta: bool = True, runtime: str = "torch",
+                 payload: dict[str, Any] | None = None, threads: int | None = None) -> None:
+        """``payload``: the checkpoint as :func:`model.checkpoint.read_checkpoint` returned it, if already read.
+        ``threads``: ONNX Runtime threads (default: torch's)."""
+        self.device = resolve_device(device)
+        model, self.metadata = load_checkpoint(checkpoint, map_location=self.device, payload=payload)
+        self.model = zero_denormal_weights(model)
         self.config = self.model.config
         self.crop_spec = CropSpec.from_dict(self.config.crop)
         self.flip_tta = flip_tta
@@ -35,10 +40,10 @@ class Estimator:
         if self.runtime == "onnxruntime":
             # The encoder is ~90% of the model's time; the DAA head stays in torch (its cached W*1 and folded BN).
             for net in networks(self.model):
-                net.encoder = OrtEncoder(net.encoder)
-        # age_range = age +- range_scale x spread; the factor is fitted on validation data at export (95% coverage).
-        self.range_scale = float(self.metadata.get("uncertainty_scale_95", 1.96))
-        self.calls = 0  # model calls made; the batching test reads it
+                net.encoder = OrtEncoder(net.encoder, threads)
+        # age_range = age +- range_factor x spread; the factor is fitted on validation data at export (95% coverage).
+        # (Checkpoints before version 3 stored it as "uncertainty_scale_95".)
+        self.range_factor = float(self.metadata.get("range_factor_95", self.metadata.get("uncertainty_scale_95", 1.96)))
 
     @property
     def name(self) -> str:
@@ -48,13 +53,17 @@ class Estimator:
     def version(self) -> str:
         return str(self.metadata.get("version", self.metadata.get("code_version", "unknown")))
 
+    def age_range(self, age: float, spread: float) -> tuple[float, float]:
+        """The 95% range the model card calibrated: age +- range_factor x spread, floored at 0."""
+        half = self.range_factor * spread
+        return max(age - half, 0.0), age + half
+
     def references(self, interval: int) -> list[int]:
         return list(range(0, self.config.num_references, interval))
 
     @torch.inference_mode()
     def estimate(self, crops: np.ndarray, interval: int) -> list[FaceResult]:
         """crops: N x S x S x 3 uint8 from :func:`model.faces.crop_face`."""
-        self.calls += 1
         x = crops_to_input(torch.from_numpy(np.ascontiguousarray(crops)), self.device)
         out = predict_with_flip(self.model, x, interval, self.flip_tta)
         return [FaceResult(float(a), float(s), d.tolist())

@@ -15,6 +15,8 @@ import numpy as np
 import torch
 from PIL import Image
 
+from model.mtcnn import WINDOW as MTCNN_WINDOW  # the smallest face the cascade can see in the image it is given
+
 
 @dataclass(frozen=True)
 class CropSpec:
@@ -59,20 +61,30 @@ class FaceDetection:
         return max(self.width, 0.0) * max(self.height, 0.0)
 
 
+
+
 @dataclass(frozen=True)
 class DetectorSettings:
-    """MTCNN settings. ``max_side``: photos larger than this are detected on a downscaled copy.
+    """MTCNN settings.
+
+    ``max_side``: the detection budget. Photos are detected on a copy whose longer side is at most this, whatever
+    the minimum face size asks, so detection work is bounded for any upload. A face must then be at least
+    ``12 / scale`` pixels to be seen; :meth:`FaceDetector.smallest_face` says how small that is for a photo.
 
     ``pad_fraction``: where a photo yields no face, it is searched again with a black border this fraction of its
-    longer side. A face that fills the whole frame (tight selfie or dataset crops) is larger than every window of
-    MTCNN's first stage until the border gives it room (measured: 1.25% of UTKFace chips are found only so).
+    longer side, for faces of at least ``retry_min_fraction`` of its shorter side. A face that fills the whole
+    frame (tight selfie or dataset crops) is larger than every window of MTCNN's first stage until the border gives
+    it room (measured: 1.25% of UTKFace chips are found only so). Only near-square photos (aspect ratio at most
+    ``retry_max_aspect``) are retried: a face cannot fill a frame of another shape.
     """
 
     min_face_size: int = 20
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     min_score: float = 0.9
-    max_side: int = 640
+    max_side: int = 1024
     pad_fraction: float = 0.25
+    retry_min_fraction: float = 0.4
+    retry_max_aspect: float = 2.0
 
 
 class FaceDetector:
@@ -92,12 +104,19 @@ class FaceDetector:
         self.runtime = resolve_runtime(runtime, self.device)
         self._cascade = MTCNNCascade(self.settings.thresholds, runtime=self.runtime).to(self.device)
 
+    def scale(self, width: int, height: int) -> float:
+        """The factor by which a photo of this size is shrunk for detection (1.0: not at all)."""
+        return min(1.0, self.settings.max_side / max(width, height, 1))
+
+    def smallest_face(self, width: int, height: int) -> float:
+        """The smallest face side, in the photo's pixels, that detection can find within its budget."""
+        return MTCNN_WINDOW / self.scale(width, height)
+
     def detect(self, image: Image.Image, min_face_size: int | None = None) -> list[FaceDetection]:
         """Faces in an RGB image, largest first, in the image's own pixel coordinates.
 
-        Large photos are detected on a copy whose longer side is ``max_side``, but never shrunk so far that a face
-        of the minimum size falls under MTCNN's 12 px floor: the faces reported are the ones a full-resolution
-        pass finds above that size.
+        Detection runs on a copy whose longer side is at most ``max_side``; faces smaller than
+        :meth:`smallest_face` (or ``min_face_size``, whichever is larger) are not searched for.
         """
         return self.detect_batch([image], min_face_size)[0]
 
@@ -106,32 +125,41 @@ class FaceDetector:
         if not images:
             return []
         s = self.settings
-        wanted_min = max(min_face_size or s.min_face_size, 1)
         size = images[0].size
         if any(im.size != size for im in images):
             raise ValueError("detect_batch needs images of one size")
-        factor = min(1.0, max(s.max_side / max(size), 12.0 / wanted_min))
+        factor = self.scale(*size)
+        wanted_min = max(min_face_size or s.min_face_size, self.smallest_face(*size))
+        if min(size) < wanted_min:  # no face of the minimum size fits (thin and tiny photos)
+            return [[] for _ in images]
         if factor < 1.0:
             small_size = (max(1, round(size[0] * factor)), max(1, round(size[1] * factor)))
-            images = [im.resize(small_size, Image.BILINEAR) for im in images]
-        results = self._detect(images, 0, factor, wanted_min)
-        pad = int(round(s.pad_fraction * max(images[0].size)))
-        redo = [i for i, faces in enumerate(results) if pad and not faces]
-        if redo:
-            for i, faces in zip(redo, self._detect([images[i] for i in redo], pad, factor, wanted_min)):
+            images = [im.resize(small_size, Image.Resampling.BILINEAR) for im in images]
+        results = self._detect(images, 0, factor, wanted_min, wanted_min * factor)
+        w, h = images[0].size
+        pad = int(round(s.pad_fraction * max(w, h)))
+        if pad and max(w, h) <= s.retry_max_aspect * min(w, h):
+            redo = [i for i, faces in enumerate(results) if not faces]
+            # Only faces that fill the frame are looked for again: a large minimum keeps the padded pass cheap.
+            retry_min = max(MTCNN_WINDOW, s.retry_min_fraction * min(w, h), wanted_min * factor)
+            found = self._detect([images[i] for i in redo], pad, factor, wanted_min, retry_min) if redo else []
+            for i, faces in zip(redo, found):
                 results[i] = faces
         return results
 
-    def _detect(self, images: list[Image.Image], pad: int, factor: float, wanted_min: int) -> list[list[FaceDetection]]:
-        if min(images[0].size) + 2 * pad < 12:  # below MTCNN's 12 px window there is nothing to find
+    def _detect(self, images: list[Image.Image], pad: int, factor: float, wanted_min: float,
+                search_min: float) -> list[list[FaceDetection]]:
+        """One cascade pass over same-sized (already scaled) images, looking for faces of ``search_min`` pixels
+        and up in them; ``wanted_min`` is the minimum in the original's pixels."""
+        if min(images[0].size) + 2 * pad < MTCNN_WINDOW:
             return [[] for _ in images]
         arrays = torch.from_numpy(np.stack([np.asarray(im.convert("RGB")) for im in images]))
         if pad:
             arrays = torch.nn.functional.pad(arrays, (0, 0, pad, pad, pad, pad))
-        found = self._cascade(arrays, max(12.0, wanted_min * factor))
+        found = self._cascade(arrays, max(float(MTCNN_WINDOW), search_min))
         return [self._to_detections(b, p, pad, factor, wanted_min) for b, p in found]
 
-    def _to_detections(self, boxes: Any, points: Any, pad: int, factor: float, wanted_min: int) -> list[FaceDetection]:
+    def _to_detections(self, boxes: Any, points: Any, pad: int, factor: float, wanted_min: float) -> list[FaceDetection]:
         faces = []
         for box, pts in zip(np.asarray(boxes, dtype=np.float64).reshape(-1, 5), np.asarray(points).reshape(-1, 5, 2)):
             if box[4] < self.settings.min_score:
@@ -139,7 +167,7 @@ class FaceDetector:
             b = (box[:4] - pad) / factor
             p = (pts.astype(np.float64) - pad) / factor
             det = FaceDetection(
-                box=tuple(float(v) for v in b), score=float(box[4]), landmarks=tuple((float(x), float(y)) for x, y in p)
+                box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])), score=float(box[4]), landmarks=tuple((float(x), float(y)) for x, y in p)
             )
             if min(det.width, det.height) >= wanted_min:
                 faces.append(det)
@@ -187,7 +215,7 @@ def crop_face(image: Image.Image, det: FaceDetection, spec: CropSpec) -> np.ndar
     c = pcx - a * half_out - b * half_out
     f = pcy - d * half_out - e * half_out
     out = patch.transform(
-        (spec.size, spec.size), Image.AFFINE, (a, b, c, d, e, f), resample=Image.BILINEAR, fillcolor=(0, 0, 0)
+        (spec.size, spec.size), Image.Transform.AFFINE, (a, b, c, d, e, f), resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0)
     )
     return np.asarray(out.convert("RGB"), dtype=np.uint8)
 

@@ -1,18 +1,27 @@
-"""Upload bytes -> one RGB image, or a precise 4xx. Nothing of the upload is kept or logged."""
+"""Upload bytes -> one RGB image, or an :class:`InputError` naming what is wrong. Nothing of the upload is kept.
+
+Untrusted files are checked before they are decoded: the declared canvas against ``max_pixels`` (decompression
+bombs), and for PNG the declared image against the data that could hold it (deflate cannot compress more than
+1032:1, so a 100-byte file declaring 6300x6300 pixels is missing its rows, which Pillow would silently fill).
+"""
 
 from __future__ import annotations
 
 import io
+import math
+import struct
 import warnings
 from dataclasses import dataclass
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
-from app.errors import APIError
+from model.errors import ErrorCode, InputError
 
 ALLOWED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF"}
 ACCEPTED = "JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF"
+DEFLATE_MAX_RATIO = 1032  # zlib's limit: at most 258 bytes out per 2 bits in
+PNG_BITS_PER_PIXEL = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # samples per pixel by colour type
 
 
 @dataclass
@@ -21,51 +30,76 @@ class DecodedImage:
     format: str
 
 
+def _png_data_too_short(data: bytes) -> bool:
+    """True when a PNG's IDAT chunks are too small to hold the rows its header declares."""
+    if len(data) < 33 or data[12:16] != b"IHDR":
+        return False
+    width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
+    samples = PNG_BITS_PER_PIXEL.get(colour)
+    if samples is None:
+        return False
+    raw = height * (1 + math.ceil(width * samples * depth / 8))
+    idat, pos = 0, 8
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        if kind == b"IDAT":
+            idat += length
+        pos += 12 + length
+    return raw > DEFLATE_MAX_RATIO * idat + 1024
+
+
 def _to_rgb(im: Image.Image) -> Image.Image:
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         # 16-bit and float greyscale: Pillow's RGB conversion clips at 255, so rescale to 8 bits first.
-        arr = np.asarray(im, dtype=np.float64)
+        arr = np.asarray(im, dtype=np.float32)
         top = 65535.0 if arr.max(initial=0) > 255 else 255.0
         im = Image.fromarray(np.clip(arr / top * 255.0, 0, 255).astype(np.uint8), mode="L")
     if im.mode in ("RGBA", "LA", "PA") or (im.mode == "P" and "transparency" in im.info):
         im = im.convert("RGBA")
-        background = Image.new("RGBA", im.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, im).convert("RGB")
+        # Transparent pixels on white, pasted in place (no second full-size RGBA canvas).
+        background = Image.new("RGB", im.size, (255, 255, 255))
+        background.paste(im, mask=im.getchannel("A"))
+        return background
     return im.convert("RGB")
 
 
 def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     if not data:
-        raise APIError(400, "empty_file", "the uploaded file is empty")
+        raise InputError(ErrorCode.EMPTY_FILE, "the uploaded file is empty")
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            # Pillow's own bomb check uses a process-wide limit; ours is max_pixels, checked below.
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise APIError(413, "image_too_large", "the image has too many pixels",
-                       {"max_pixels": max_pixels}) from exc
+    except Image.DecompressionBombError as exc:
+        raise InputError(ErrorCode.IMAGE_TOO_LARGE, "the image has too many pixels", {"max_pixels": max_pixels}) from exc
     except UnidentifiedImageError as exc:
-        raise APIError(415, "unsupported_image_type", f"not an image, or not one this service reads ({ACCEPTED})") from exc
+        raise InputError(ErrorCode.UNSUPPORTED_IMAGE_TYPE,
+                         f"not an image, or not one this service reads ({ACCEPTED})") from exc
     except Exception as exc:  # noqa: BLE001  (any decoder failure on untrusted bytes is the client's bad file)
-        raise APIError(400, "invalid_image", "the image could not be read", type(exc).__name__) from exc
+        raise InputError(ErrorCode.INVALID_IMAGE, "the image could not be read", type(exc).__name__) from exc
     fmt = (im.format or "").upper()
     if fmt not in ALLOWED_FORMATS:
-        raise APIError(415, "unsupported_image_type", f"{fmt or 'this'} images are not accepted; send {ACCEPTED}",
-                       {"format": fmt or None})
+        raise InputError(ErrorCode.UNSUPPORTED_IMAGE_TYPE, f"{fmt or 'this'} images are not accepted; send {ACCEPTED}",
+                         {"format": fmt or None})
     width, height = im.size
     if width < 1 or height < 1:
-        raise APIError(400, "invalid_image", "the image has no pixels")
+        raise InputError(ErrorCode.INVALID_IMAGE, "the image has no pixels")
     if width * height > max_pixels:
-        raise APIError(413, "image_too_large", f"{width}x{height} exceeds the limit of {max_pixels} pixels",
-                       {"width": width, "height": height, "max_pixels": max_pixels})
+        raise InputError(ErrorCode.IMAGE_TOO_LARGE, f"{width}x{height} exceeds the limit of {max_pixels} pixels",
+                         {"width": width, "height": height, "max_pixels": max_pixels})
+    if fmt == "PNG" and _png_data_too_short(data):
+        raise InputError(ErrorCode.TRUNCATED_IMAGE, f"the file is too small to hold the {width}x{height} image it "
+                         "declares: its data is truncated", {"width": width, "height": height, "bytes": len(data)})
     try:
         im.seek(0)  # animated GIF/WebP/TIFF: the first frame
         im.load()
-        im = ImageOps.exif_transpose(im)
-        rgb = _to_rgb(im)
+        rgb = _to_rgb(ImageOps.exif_transpose(im))
+    except MemoryError:
+        raise
     except Exception as exc:  # noqa: BLE001
         truncated = "truncated" in str(exc).lower() or isinstance(exc, (EOFError, SyntaxError))
-        raise APIError(400, "truncated_image" if truncated else "invalid_image",
-                       "the image data is truncated" if truncated else "the image data is corrupt",
-                       type(exc).__name__) from exc
+        raise InputError(ErrorCode.TRUNCATED_IMAGE if truncated else ErrorCode.INVALID_IMAGE,
+                         "the image data is truncated" if truncated else "the image data is corrupt",
+                         type(exc).__name__) from exc
     return DecodedImage(rgb, fmt)

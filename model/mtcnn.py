@@ -18,12 +18,16 @@ import torch.nn.functional as F
 from torch import nn
 from torchvision.ops import batched_nms, roi_align
 
+WINDOW = 12  # P-Net's window (and stride-2 grid) in pixels: the smallest face at a pyramid level
+# NMS overlap thresholds, as facenet-pytorch's detect_face uses them (IoU, except the last: overlap / smaller area).
+NMS_PER_SCALE, NMS_ACROSS_SCALES, NMS_RNET, NMS_ONET_MIN = 0.5, 0.7, 0.7, 0.7
+
 
 def _scales(height: int, width: int, min_face: float, factor: float) -> list[float]:
-    m = 12.0 / min_face
+    m = WINDOW / min_face
     side = min(height, width) * m
     scales = []
-    while side >= 12:
+    while side >= WINDOW:
         scales.append(m)
         m *= factor
         side *= factor
@@ -54,8 +58,8 @@ def _crops(images: torch.Tensor, image_inds: torch.Tensor, boxes: torch.Tensor, 
     """All boxes resampled to ``size`` x ``size`` in one call, black outside the image.
 
     Boxes are truncated to whole pixels as ``detect_face`` does, covering pixels trunc(x1) - 1 .. trunc(x2) - 1.
-    ``roi_align`` with one sample per covered pixel (``sampling_ratio=-1``, ``aligned=True``) averages the pixels
-    under each output cell, i.e. area resampling; samples beyond the image read zero.
+    ``roi_align`` with two samples per output cell and axis (``sampling_ratio=2``, ``aligned=True``) averages the
+    image under each cell, close to area resampling at these 1-4x reductions; samples beyond the image read zero.
     """
     b = boxes.trunc()
     rois = torch.cat([image_inds.to(boxes.dtype).unsqueeze(1), b[:, :2] - 1, b[:, 2:4]], 1)
@@ -80,6 +84,20 @@ def _nms_min(boxes: np.ndarray, scores: np.ndarray, groups: np.ndarray, threshol
     return np.asarray(keep, dtype=np.int64)
 
 
+def _best_per_image(boxes: torch.Tensor, inds: torch.Tensor, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """At most ``limit`` boxes per image, the best-scoring ones (column 4), in their original order."""
+    if len(boxes) <= limit or (torch.bincount(inds) <= limit).all():
+        return boxes, inds
+    order = torch.argsort(boxes[:, 4], descending=True, stable=True)
+    rank = torch.zeros_like(inds)
+    sorted_inds = inds[order]
+    for k in sorted_inds.unique():  # rank of each box among its image's boxes, best first
+        where = (sorted_inds == k).nonzero().squeeze(1)
+        rank[order[where]] = torch.arange(len(where), device=inds.device)
+    keep = (rank < limit).nonzero().squeeze(1)
+    return boxes[keep], inds[keep]
+
+
 def _pack(sizes: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], tuple[int, int]]:
     """Top-left (y, x) offsets, all even, for pyramid levels (largest first) in columns as tall as the first
     level; and the canvas size. Wastes ~20% of the canvas, against one P-Net call per level."""
@@ -100,8 +118,8 @@ def _level_map(sizes: list[tuple[int, int]], offsets: list[tuple[int, int]], out
     """For each P-Net output cell, the level whose image wholly holds its 12 px window, or -1."""
     level = torch.full(tuple(out_shape), -1, dtype=torch.long, device=device)
     for k, ((lh, lw), (oy, ox)) in enumerate(zip(sizes, offsets)):
-        if lh >= 12 and lw >= 12:
-            level[oy // 2:oy // 2 + (lh - 12) // 2 + 1, ox // 2:ox // 2 + (lw - 12) // 2 + 1] = k
+        if lh >= WINDOW and lw >= WINDOW:
+            level[oy // 2:oy // 2 + (lh - WINDOW) // 2 + 1, ox // 2:ox // 2 + (lw - WINDOW) // 2 + 1] = k
     return level
 
 
@@ -118,8 +136,12 @@ class MTCNNCascade(nn.Module):
     """P-Net over an image pyramid, then R-Net and O-Net on the surviving boxes, each stage one batched pass."""
 
     def __init__(self, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), factor: float = 0.709,
-                 runtime: str = "torch") -> None:
+                 runtime: str = "torch", max_candidates: tuple[int, int] = (400, 100)) -> None:
+        """``max_candidates``: per image, at most this many best-scoring boxes go to R-Net and to O-Net. A portrait
+        gives ~10-40 and ~1-5; a textured or noisy upload can give thousands, and the later stages' cost is
+        proportional to them, so the cap bounds detection work for any input."""
         super().__init__()
+        self.max_candidates = max_candidates
         from facenet_pytorch.models.mtcnn import ONet, PNet, RNet  # weights ship inside the wheel
 
         self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
@@ -151,11 +173,12 @@ class MTCNNCascade(nn.Module):
         for stage in (1, 2):
             if not len(boxes):
                 break
+            boxes, inds = _best_per_image(boxes, inds, self.max_candidates[stage - 1])
             boxes, inds, points = self._refine(stage, x, boxes, inds)
         if not len(boxes):
             return [(np.zeros((0, 5), np.float32), np.zeros((0, 5, 2), np.float32)) for _ in range(n)]
         b, p, i = boxes.cpu().numpy(), points.cpu().numpy(), inds.cpu().numpy()
-        keep = _nms_min(b[:, :4], b[:, 4], i, 0.7)
+        keep = _nms_min(b[:, :4], b[:, 4], i, NMS_ONET_MIN)
         b, p, i = b[keep], p[keep], i[keep]
         return [(b[i == k], p[i == k]) for k in range(n)]
 
@@ -187,12 +210,12 @@ class MTCNNCascade(nn.Module):
         scale = torch.tensor(scales, dtype=x.dtype, device=x.device)[lv].unsqueeze(1)
         cell = where[:, 1:].flip(1).to(x.dtype) - origin  # (x, y) of each 12 px window within its level
         q1 = ((2 * cell + 1) / scale).floor()
-        q2 = ((2 * cell + 12) / scale).floor()
+        q2 = ((2 * cell + WINDOW) / scale).floor()
         cand = torch.cat([q1, q2, probs[:, 1][mask].unsqueeze(1), reg.permute(0, 2, 3, 1)[mask]], 1)
         inds = where[:, 0]
-        keep = batched_nms(cand[:, :4], cand[:, 4], inds * len(scales) + lv, 0.5)
+        keep = batched_nms(cand[:, :4], cand[:, 4], inds * len(scales) + lv, NMS_PER_SCALE)
         cand, inds = cand[keep], inds[keep]
-        keep = batched_nms(cand[:, :4], cand[:, 4], inds, 0.7)
+        keep = batched_nms(cand[:, :4], cand[:, 4], inds, NMS_ACROSS_SCALES)
         cand, inds = cand[keep], inds[keep]
         w_, h_ = cand[:, 2] - cand[:, 0], cand[:, 3] - cand[:, 1]
         reg = cand[:, 5:9] * torch.stack([w_, h_, w_, h_], 1)  # stage 1 offsets scale by the exclusive size
@@ -214,6 +237,6 @@ class MTCNNCascade(nn.Module):
             h = (boxes[:, 3] - boxes[:, 1] + 1).unsqueeze(1)
             points = torch.stack([w * lm[:, :5] + boxes[:, :1] - 1, h * lm[:, 5:] + boxes[:, 1:2] - 1], 2)
             return torch.cat([_regress(boxes, reg), boxes[:, 4:5]], 1), inds, points
-        pick = batched_nms(boxes[:, :4], boxes[:, 4], inds, 0.7)
+        pick = batched_nms(boxes[:, :4], boxes[:, 4], inds, NMS_RNET)
         boxes, inds, reg = boxes[pick], inds[pick], reg[pick]
         return torch.cat([_square(_regress(boxes, reg)), boxes[:, 4:5]], 1), inds, points

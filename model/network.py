@@ -1,11 +1,10 @@
-"""The assembled DAA network and its factory ``build_model(config)``."""
+"""The assembled DAA network: FaceEncoder -> DAA -> AgeDecoder -> Eq. 9 (``model.factory`` builds it from a config)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from model.config import ModelConfig
@@ -33,6 +32,8 @@ class DAANet(nn.Module):
 
     Input: B x 3 x 128 x 128 RGB crops in [0, 1] (from :func:`model.faces.crop_face`, divided by 255).
     """
+
+    templates: torch.Tensor
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
@@ -85,49 +86,3 @@ class DAANet(nn.Module):
             deltas = self.decoder(daa(e, scale, shift, self.config.eps))
         estimates = refs.to(deltas.dtype).unsqueeze(0) - deltas
         return DAAOutput(estimates.mean(1), deltas, refs, estimates.std(1, unbiased=False))
-
-
-def crops_to_input(crops: torch.Tensor, device: torch.device | str = "cpu", channels_last: bool = False) -> torch.Tensor:
-    """uint8 N x H x W x 3 crops (as :func:`model.faces.crop_face` makes them) -> float N x 3 x H x W in [0, 1]."""
-    x = crops.to(device, non_blocking=True).permute(0, 3, 1, 2).float().div_(255.0)
-    return x.contiguous(memory_format=torch.channels_last) if channels_last else x.contiguous()
-
-
-def predict_with_flip(model: nn.Module, x: torch.Tensor, interval: int = 1, flip: bool = True) -> DAAOutput:
-    """The served prediction. With ``flip`` the mirrored crop's per-reference estimates y - delta_y join the
-    original's: the age is their mean, the spread their standard deviation, the deltas the two crops' average."""
-    if not flip:
-        return model(x, interval=interval)
-    # One pass over both crops: half the per-call overhead, which dominates at the service's small batches.
-    both = model(torch.cat([x, torch.flip(x, dims=[3])]), interval=interval)
-    n = len(x)
-    a, b = both.age[:n], both.age[n:]
-    # Equal-sized pooled variance: the spread over both crops' estimates, without needing the estimates (an
-    # ensemble's deltas are already averaged over members, so they no longer carry its spread).
-    spread = ((both.spread[:n] ** 2 + both.spread[n:] ** 2) / 2 + ((a - b) / 2) ** 2).sqrt()
-    return DAAOutput((a + b) / 2, (both.deltas[:n] + both.deltas[n:]) / 2, both.references, spread)
-
-
-def daa_loss(age: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Eq. 10: smooth L1 between the predicted (Eq. 9) and true ages, averaged over the batch."""
-    return F.smooth_l1_loss(age, target.to(age.dtype))
-
-
-def reference_loss(out: DAAOutput, target: torch.Tensor) -> torch.Tensor:
-    """Smooth L1 between the true age and each reference's estimate y - delta_y, averaged over references and batch."""
-    estimates = out.references.to(out.deltas.dtype).unsqueeze(0) - out.deltas.float()
-    return F.smooth_l1_loss(estimates, target.to(estimates.dtype).unsqueeze(1).expand_as(estimates))
-
-
-def build_model(config: ModelConfig | dict) -> nn.Module:
-    """The network a config describes: a :class:`DAANet`, or a :class:`model.ensemble.DAAEnsemble` for an
-    ensemble config (a dict with ``members``, or an ``EnsembleConfig``)."""
-    from model.ensemble import DAAEnsemble, EnsembleConfig  # the ensemble module builds on this one
-
-    if isinstance(config, dict):
-        config = EnsembleConfig.from_dict(config) if "members" in config else ModelConfig.from_dict(config)
-    return DAAEnsemble(config) if isinstance(config, EnsembleConfig) else DAANet(config)
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())

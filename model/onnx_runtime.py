@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from model.encoders.registry import FaceEncoder
+
 RUNTIMES = ("auto", "torch", "onnxruntime")
 
 
@@ -64,8 +66,9 @@ class OrtModule(nn.Module):
         buf = io.BytesIO()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter announces its own deprecation
-            torch.onnx.export(module, tuple(example), buf, dynamo=False, input_names=self.input_names,
-                              output_names=output_names, dynamic_axes=axes, opset_version=17)
+            torch.onnx.export(module, tuple(example), buf, dynamo=False,  # type: ignore[arg-type]  # (a buffer works)
+                              input_names=self.input_names, output_names=output_names, dynamic_axes=axes,
+                              opset_version=17)
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
@@ -82,17 +85,17 @@ class OrtModule(nn.Module):
         return out[0] if self.single else tuple(out)
 
 
-class OrtEncoder(nn.Module):
+class OrtEncoder(FaceEncoder):
     """A FaceEncoder whose input adapter (antialiased resize, normalisation) stays in torch and whose
     convolutional body runs in ONNX Runtime. Measured on the dlib encoder, a face and its mirror image: 2.4x
     faster than eager torch on one CPU thread."""
 
-    def __init__(self, encoder: nn.Module, threads: int | None = None) -> None:
+    def __init__(self, encoder: FaceEncoder, threads: int | None = None) -> None:
         super().__init__()
         self.adapter = encoder.adapter
-        self.out_channels = encoder.out_channels
+        self.out_channels, self.out_size, self.input_size = encoder.out_channels, encoder.out_size, encoder.input_size
         body = copy.deepcopy(encoder).eval()
-        body.adapter = nn.Identity()
+        body.adapter = nn.Identity()  # type: ignore[assignment]  # the body takes already adapted input
         size = encoder.adapter.size
         self.body = OrtModule(body, [torch.zeros(2, 3, size, size)], [(0,)], threads)
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -10,15 +12,15 @@ import pytest
 from PIL import Image
 
 from app.batching import BatchFailed, MicroBatcher, QueueFull
-from app.estimator import Estimator
-from app.settings import DEFAULT_CHECKPOINT
+from app.settings import Settings, default_checkpoint
+from model.estimator import Estimator
 from model.faces import CropSpec, FaceDetector, crop_face
-from tests.conftest import FIXTURES, fixture_bytes, make_client, post_image
+from testkit import FIXTURES, fixture_bytes, make_client, post_image
 
 
 @pytest.fixture(scope="module")
 def estimator() -> Estimator:
-    return Estimator(str(DEFAULT_CHECKPOINT), "cpu", flip_tta=False)
+    return Estimator(str(default_checkpoint()), "cpu", flip_tta=False)
 
 
 @pytest.fixture(scope="module")
@@ -29,15 +31,20 @@ def crops() -> np.ndarray:
 
 def test_concurrent_submissions_share_one_model_call(estimator, crops):
     async def scenario():
-        batcher = MicroBatcher(estimator.estimate, max_batch=32, max_wait_s=0.5)
+        calls = []
+
+        def run(x, interval):
+            calls.append(len(x))
+            return estimator.estimate(x, interval)
+
+        batcher = MicroBatcher(run, max_batch=32, max_wait_s=0.5)
         await batcher.start()
-        before = estimator.calls
         results = await asyncio.gather(*(batcher.submit(crops[i % 3: i % 3 + 1], 1) for i in range(8)))
         await batcher.stop()
-        return estimator.calls - before, results
+        return calls, results
 
     calls, results = asyncio.run(scenario())
-    assert calls == 1  # 8 requests, one model call
+    assert calls == [8]  # 8 requests, one model call
     alone = estimator.estimate(crops, 1)
     for i, res in enumerate(results):  # each request got its own face's answer back
         assert len(res) == 1 and res[0].age == pytest.approx(alone[i % 3].age, abs=1e-3)
@@ -85,26 +92,54 @@ def test_batches_respect_max_batch_and_split_by_interval(estimator, crops):
     assert all(n <= 4 for n, _ in seen) and {i for _, i in seen} == {1, 10}
 
 
+def model_calls(client) -> float:
+    """Model calls so far, as the service's own Prometheus metrics count them."""
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("daa_model_batch_faces_count"):
+            return float(line.split()[-1])
+    raise AssertionError("no daa_model_batch_faces_count in /metrics")
+
+
 def test_http_concurrent_requests_use_fewer_model_calls():
     n = 8
     with make_client(max_wait_ms=300, max_batch_size=32, flip_tta=False) as c:
-        est = c.app.state.service.estimator
         data = fixture_bytes("astronaut.jpg")
         post_image(c, data)  # warm-up
-        before = est.calls
+        before = model_calls(c)
         with ThreadPoolExecutor(n) as pool:
             responses = list(pool.map(lambda _: post_image(c, data), range(n)))
-        calls = est.calls - before
+        calls = model_calls(c) - before
     assert all(r.status_code == 200 and len(r.json()["faces"]) == 1 for r in responses)
     ages = {round(r.json()["faces"][0]["age"], 3) for r in responses}
     assert len(ages) == 1  # batching does not change the answer
     assert calls < n, f"{n} requests took {calls} model calls"
 
 
+def test_settings_refuse_a_queue_smaller_than_one_photo():
+    with pytest.raises(ValueError, match="DAA_MAX_QUEUE"):
+        Settings(max_queue=2, max_faces=20)
+
+
 def test_full_queue_answers_503_with_retry_after():
-    with make_client(max_queue=2) as c:
-        r = post_image(c, fixture_bytes("group.jpg"))  # three faces > a queue of two
-        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    with make_client(max_queue=3, max_faces=3, retry_after_s=7) as c:
+        service = c.app.state.service
+        real = service.batcher._run
+        gate = threading.Event()
+
+        def blocked(x, interval):
+            gate.wait(30)
+            return real(x, interval)
+
+        service.batcher._run = blocked
+        with ThreadPoolExecutor(1) as pool:
+            first = pool.submit(post_image, c, fixture_bytes("group.jpg"))  # its 3 faces fill the queue
+            deadline = time.monotonic() + 30
+            while service.batcher.pending_faces < 3 and time.monotonic() < deadline:
+                time.sleep(0.05)
+            r = post_image(c, fixture_bytes("astronaut.jpg"))
+            gate.set()
+            assert first.result().status_code == 200
+        assert r.status_code == 503 and r.headers["retry-after"] == "7"
         assert r.json()["code"] == "overloaded"
         assert post_image(c, fixture_bytes("astronaut.jpg")).status_code == 200
 

@@ -8,7 +8,7 @@ import zlib
 import pytest
 from PIL import Image
 
-from tests.conftest import encode, fixture_bytes, make_client, post_image
+from testkit import FIXTURES, encode, fixture_bytes, make_client, post_image
 
 
 def png_header_only(width: int, height: int) -> bytes:
@@ -64,7 +64,7 @@ def test_wrong_content_type_is_judged_by_content(client):
 def test_byte_and_pixel_limits_are_settings():
     with make_client(max_upload_bytes=10_000, max_image_pixels=50_000) as c:
         assert_error(post_image(c, fixture_bytes("astronaut.jpg")), 413, "file_too_large")
-        small = encode(Image.open(__import__("tests.conftest").conftest.FIXTURES / "rocket.jpg").resize((300, 300)),
+        small = encode(Image.open(FIXTURES / "rocket.jpg").resize((300, 300)),
                        "JPEG", quality=30)
         assert len(small) < 10_000
         r = post_image(c, small)

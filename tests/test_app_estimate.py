@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from PIL import Image, ImageOps
 
-from tests.conftest import encode, fixture_bytes, post_image
+from testkit import encode, fixture_bytes, post_image
 
 
 def test_one_face_returns_box_age_uncertainty_and_100_deltas(client):

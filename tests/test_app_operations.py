@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 from app.main import create_app
 from app.settings import Settings
 from model.checkpoint import CheckpointError
-from tests.conftest import fixture_bytes, post_image
+from testkit import fixture_bytes, post_image
 
 
 def test_health_ready_model(client):

@@ -7,7 +7,7 @@ import torch
 
 from model.checkpoint import CheckpointError, load_checkpoint, read_checkpoint, save_checkpoint
 from model.config import ModelConfig
-from model.network import build_model
+from model.factory import build_model
 
 
 @pytest.fixture

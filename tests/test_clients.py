@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -10,8 +9,7 @@ import textwrap
 import pytest
 
 from app.openapi_export import openapi_json
-from tests.conftest import FIXTURES
-from tests.server import ROOT, running_service
+from testkit import FIXTURES, ROOT, running_service
 
 
 def test_committed_openapi_json_is_current():
@@ -20,8 +18,7 @@ def test_committed_openapi_json_is_current():
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(shutil.which("openapi-python-client") is None, reason="pip install openapi-python-client")
-def test_generated_python_client_estimates_age(tmp_path):
+def test_generated_python_client_estimates_age_with_a_key(tmp_path):
     gen = subprocess.run([sys.executable, str(ROOT / "clients" / "generate.py"), "--out", str(tmp_path / "gen"),
                           "--schema", str(tmp_path / "openapi.json")], capture_output=True, text=True, timeout=300)
     assert gen.returncode == 0, gen.stderr
@@ -32,21 +29,29 @@ def test_generated_python_client_estimates_age(tmp_path):
     script = textwrap.dedent(f"""
         import sys
         sys.path.insert(0, {str(site)!r})
-        from daa_age_client import Client
+        from daa_age_client import AuthenticatedClient, Client
         from daa_age_client.api.estimation import estimate_age
         from daa_age_client.api.operations import get_readiness
-        from daa_age_client.models import BodyEstimateAge, EstimateResponse
+        from daa_age_client.models import BodyEstimateAge, ErrorResponse, EstimateResponse
         from daa_age_client.types import File
-        client = Client(base_url=sys.argv[1], timeout=60)
-        assert get_readiness.sync(client=client).ready
+
+        def body(fh):
+            return BodyEstimateAge(file=File(payload=fh, file_name="astronaut.jpg", mime_type="image/jpeg"))
+
+        anonymous = Client(base_url=sys.argv[1], timeout=60)
+        assert get_readiness.sync(client=anonymous).ready  # readiness stays open
         with open({str(FIXTURES / "astronaut.jpg")!r}, "rb") as fh:
-            body = BodyEstimateAge(file=File(payload=fh, file_name="astronaut.jpg", mime_type="image/jpeg"))
-            result = estimate_age.sync(client=client, body=body)
+            refused = estimate_age.sync_detailed(client=anonymous, body=body(fh))
+        assert refused.status_code == 401 and isinstance(refused.parsed, ErrorResponse), refused
+        assert refused.parsed.code == "unauthorized"
+        client = AuthenticatedClient(base_url=sys.argv[1], token="s3cret-key", timeout=60)  # Authorization: Bearer
+        with open({str(FIXTURES / "astronaut.jpg")!r}, "rb") as fh:
+            result = estimate_age.sync(client=client, body=body(fh))
         assert isinstance(result, EstimateResponse), result
         face = result.faces[0]
         print(len(result.faces), round(face.age, 1), len(face.delta_ages))
     """)
-    with running_service() as (base, _):
+    with running_service({"DAA_API_KEYS": "other-key,s3cret-key"}) as (base, _):
         run = subprocess.run([sys.executable, "-c", script, base], capture_output=True, text=True, timeout=120)
     assert run.returncode == 0, run.stderr
     n_faces, age, n_deltas = run.stdout.split()

@@ -11,8 +11,7 @@ import httpx
 import pytest
 import yaml
 
-from tests.conftest import fixture_bytes
-from tests.server import ROOT, running_service
+from testkit import ROOT, fixture_bytes, running_service
 
 DOCKERFILE = (ROOT / "docker" / "Dockerfile").read_text()
 README = (ROOT / "README.md").read_text()
@@ -24,33 +23,45 @@ def dockerfile_cmd() -> list[str]:
 
 def test_image_start_command_is_the_readme_command():
     assert dockerfile_cmd() == ["python", "-m", "app"]
-    serve = next(line for line in README.splitlines() if line.startswith("pip install -e . &&"))
+    serve = next(line for line in README.splitlines() if line.startswith("pip install -c requirements/lock.txt -e . &&"))
     assert serve.split("&&")[1].split() == dockerfile_cmd()
-    # The tests that start the service (client, load, fuzz, this file) start it with the same command.
-    assert '[sys.executable, "-m", "app"]' in (ROOT / "tests" / "server.py").read_text()
+    # The tests and benchmarks that start the service start it with the same command.
+    assert '[sys.executable, "-m", "app"]' in (ROOT / "testkit.py").read_text()
 
 
 def test_image_installs_this_checkout_with_pip_and_checks_ready():
-    assert re.search(r"^RUN pip install \. ", DOCKERFILE, re.M)  # the project's own pyproject, no second list
+    # The project's own pyproject, held to the lock (no second list of packages).
+    assert re.search(r"^RUN pip install -c requirements/lock.txt \. ", DOCKERFILE, re.M)
+    assert "COPY requirements/lock.txt" in DOCKERFILE and "ARG PIP_FIND_LINKS" in DOCKERFILE
+    assert "ENV PIP_FIND_LINKS" not in DOCKERFILE
     assert re.search(r"^HEALTHCHECK .*\n.*/ready", DOCKERFILE, re.M)
     assert re.search(r"^USER daa$", DOCKERFILE, re.M)  # not root
     assert "ARG BASE_IMAGE" in DOCKERFILE and "ARG TORCH_INDEX_URL" in DOCKERFILE
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {"tests", "data", "cache", "runs", ".git"} <= set(ignored)
     ci = (ROOT / ".ci" / "run").read_text()
-    test_cmd = next(line for line in README.splitlines() if line.startswith('pip install -e ".[dev]"'))
+    test_cmd = next(line for line in README.splitlines()
+                    if line.startswith('pip install -c requirements/lock.txt -e ".[dev]"'))
     assert test_cmd in ci
+    assert "python3 -m venv" in ci and "rm -rf" in ci  # a fresh venv every run
+    assert all(check in ci for check in ("ruff check", "ruff format --check", "mypy"))
 
 
 def test_compose_file():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     daa, gpu = compose["services"]["daa"], compose["services"]["daa-gpu"]
     assert daa["build"]["dockerfile"] == "docker/Dockerfile" and daa["ports"] == ["${DAA_PUBLISH_PORT:-8000}:8000"]
-    assert "/ready" in " ".join(daa["healthcheck"]["test"]) and daa["restart"] == "unless-stopped"
+    test = daa["healthcheck"]["test"]
+    # One CMD-SHELL string: podman 4.3 splits an exec-form test on spaces, which could never pass.
+    assert test[0] == "CMD-SHELL" and len(test) == 2 and "/ready" in test[1]
+    assert daa["restart"].startswith("on-failure:")  # an OOM kill restarts a few times, not for ever
+    assert daa["mem_limit"] and daa["cpus"] and daa["pids_limit"]
     assert daa["volumes"][0].endswith(":/checkpoints:ro")
     assert gpu["profiles"] == ["gpu"]
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     assert gpu["environment"]["DAA_DEVICE"] == "cuda"
+    # The GPU service keeps every shared setting (a plain environment: block would replace them).
+    assert set(daa["environment"]) - {"DAA_MAX_BATCH_SIZE"} <= set(gpu["environment"])
 
 
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose (compose v1) not installed")

@@ -6,11 +6,13 @@ import numpy as np
 import pytest
 import torch
 
-from app.estimator import Estimator
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.config import ModelConfig
 from model.ensemble import DAAEnsemble, EnsembleConfig, from_networks, networks
-from model.network import DAANet, build_model, predict_with_flip
+from model.estimator import Estimator
+from model.factory import build_model
+from model.inference import predict_with_flip
+from model.network import DAANet
 from training.export import export
 
 

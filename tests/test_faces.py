@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from model.faces import CropSpec, DetectorSettings, FaceDetection, FaceDetector, crop_face, crop_geometry
-from tests.conftest import FIXTURES, iou
+from testkit import FIXTURES, iou
 
 
 @pytest.fixture(scope="module")

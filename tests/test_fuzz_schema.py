@@ -8,16 +8,11 @@ schemathesis = pytest.importorskip("schemathesis")
 from hypothesis import HealthCheck, settings  # noqa: E402
 from schemathesis.checks import not_a_server_error  # noqa: E402
 
-from tests.server import running_service  # noqa: E402
+from testkit import running_service  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def api_schema():
-    # Earlier in-process tests load the Estimator, which flushes denormals for speed (process-wide CPU state);
-    # hypothesis refuses to generate floats under it. The service under test runs in its own process.
-    import torch
-
-    torch.set_flush_denormal(False)
     with running_service() as (base, _):
         yield schemathesis.openapi.from_url(base + "/openapi.json")
 

@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 
 from model.mtcnn import MTCNNCascade, _nms_min
-from tests.conftest import FIXTURES, iou
+from testkit import FIXTURES, iou
 
 
 @pytest.fixture(scope="module")

@@ -7,13 +7,13 @@ import pytest
 import torch
 from PIL import Image
 
-from app.estimator import Estimator
-from app.settings import DEFAULT_CHECKPOINT
+from app.settings import default_checkpoint
 from model.config import ModelConfig
+from model.estimator import Estimator
 from model.faces import CropSpec, DetectorSettings, FaceDetector, crop_face
-from model.network import build_model
+from model.factory import build_model
 from model.onnx_runtime import OrtEncoder, resolve_runtime
-from tests.conftest import FIXTURES
+from testkit import FIXTURES
 
 
 @pytest.mark.parametrize("encoder,size", [("dlib_resnet", 64), ("c3ae", None), ("resnet18", None)])
@@ -42,8 +42,8 @@ def test_served_ages_match_torch():
     group = Image.open(FIXTURES / "group.jpg").convert("RGB")
     faces = FaceDetector(DetectorSettings(min_face_size=20)).detect(group)
     crops = np.stack([crop_face(group, f, CropSpec()) for f in faces])
-    a = Estimator(str(DEFAULT_CHECKPOINT), "cpu", True, runtime="torch").estimate(crops, 1)
-    b = Estimator(str(DEFAULT_CHECKPOINT), "cpu", True, runtime="onnxruntime").estimate(crops, 1)
+    a = Estimator(str(default_checkpoint()), "cpu", True, runtime="torch").estimate(crops, 1)
+    b = Estimator(str(default_checkpoint()), "cpu", True, runtime="onnxruntime").estimate(crops, 1)
     for x, y in zip(a, b):
         assert abs(x.age - y.age) < 0.01 and abs(x.spread - y.spread) < 0.01
         np.testing.assert_allclose(x.deltas, y.deltas, atol=0.02)

@@ -13,7 +13,7 @@ import torch
 from PIL import Image, ImageEnhance, ImageOps
 
 from model.checkpoint import load_checkpoint
-from tests.conftest import FIXTURES
+from testkit import FIXTURES
 from training.augment import AugmentConfig, augment_batch
 from training.datasets import Sample, load_csv, load_fgnet, load_utkface
 from training.metrics import age_metrics

@@ -18,6 +18,7 @@ from dataclasses import fields
 from pathlib import Path
 
 import numpy as np
+import torch
 
 from model.config import DAA_MODES, ModelConfig
 from model.faces import CropSpec
@@ -86,11 +87,14 @@ def cmd_train(args: argparse.Namespace) -> None:
     model_cfg = ModelConfig.from_dict(model_fields)
     train_cfg = TrainConfig(**{k: v for k, v in file_cfg.get("train", {}).items() if k != "augment"})
     train_cfg.augment = AugmentConfig(**file_cfg.get("train", {}).get("augment", {}))
-    for f in fields(TrainConfig):
-        if f.name != "augment" and getattr(args, f.name, None) is not None:
-            setattr(train_cfg, f.name, getattr(args, f.name))
+    for option in fields(TrainConfig):
+        if option.name != "augment" and getattr(args, option.name, None) is not None:
+            setattr(train_cfg, option.name, getattr(args, option.name))
     if args.seed is not None:
         train_cfg.seed = args.seed
+    # The dlib weights' activations go denormal; flushing them made CPU training ~1.6x faster. The flag is
+    # process-wide, so the command that owns the process sets it, not the library.
+    torch.set_flush_denormal(True)
     cache = ensure_cache(args, CropSpec.from_dict(model_cfg.crop))
     split = ensure_split(args)
     tr, va = subset(cache, split["train"]), subset(cache, split["val"])
@@ -106,7 +110,7 @@ def cmd_train(args: argparse.Namespace) -> None:
                 "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
     metadata["init_checkpoint"] = str(args.init_checkpoint) if args.init_checkpoint else None
     summary = train(model_cfg, train_cfg, tr, va, args.out, resume=args.resume, init_encoder=args.init_encoder,
-                    init_checkpoint=args.init_checkpoint, metadata=metadata)
+                    init_checkpoint=args.init_checkpoint, metadata=metadata, teacher=args.teacher)
     print(json.dumps(summary))
 
 
@@ -164,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help='JSON {"model": {...}, "train": {...}}; flags override it')
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--init-encoder", type=Path, help="encoder weights, e.g. from convert-dlib")
-    p.add_argument("--init-checkpoint", type=Path, help="start from a whole trained network (same architecture)")
+    p.add_argument("--init-checkpoint", type=Path,
+                   help="start from a whole trained network (same architecture), or the matching member of an ensemble")
+    p.add_argument("--teacher", type=Path, help="distil from this checkpoint's per-reference estimates (--distill-weight)")
     p.add_argument("--name", help="model name stored in the checkpoint")
     p.add_argument("--encoder", help="resnet18, c3ae, dlib_resnet or any registered encoder")
     p.add_argument("--encoder-input-size", type=int)

@@ -7,12 +7,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from model.checkpoint import load_checkpoint
+from model.inference import predict, resolve_device, zero_denormal_weights
 from training.metrics import age_metrics, range_coverage
 from training.preprocess import CropCache
-from training.train import predict, resolve_device
 
 
 def uncertainty_metrics(pred: np.ndarray, spread: np.ndarray, true: np.ndarray) -> dict:
@@ -31,8 +30,8 @@ def uncertainty_metrics(pred: np.ndarray, spread: np.ndarray, true: np.ndarray) 
 def evaluate(checkpoint: Path, data: CropCache, intervals: list[int], device: str = "auto", flip: bool = False,
              batch_size: int = 256) -> dict:
     dev = resolve_device(device)
-    torch.set_flush_denormal(True)
     model, meta = load_checkpoint(checkpoint, map_location=dev)
+    zero_denormal_weights(model)
     report: dict = {"checkpoint": str(checkpoint), "model": model.config.to_dict(), "images": len(data),
                     "no_face_fallbacks": int((~data.detected).sum()), "flip_tta": flip, "results": {}}
     for k in intervals:

@@ -7,14 +7,14 @@ import json
 from pathlib import Path
 
 import numpy as np
-from torch import nn
 
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.ensemble import from_networks, networks
+from model.factory import DAAModel
 from training.metrics import range_coverage
 
 
-def range_scale(report: dict, coverage: float = 0.95) -> float:
+def range_factor(report: dict, coverage: float = 0.95) -> float:
     """The multiple of the spread that covers ``coverage`` of the absolute errors in an evaluation report.
 
     The raw spread of y - delta_y over references is informative (it ranks errors) but not a standard error:
@@ -25,7 +25,7 @@ def range_scale(report: dict, coverage: float = 0.95) -> float:
     return float(np.quantile(ratio, coverage))
 
 
-def load_members(checkpoints: list[Path], name: str | None = None) -> tuple[nn.Module, dict]:
+def load_members(checkpoints: list[Path], name: str | None = None) -> tuple[DAAModel, dict]:
     """One checkpoint as it is, or several as one :class:`model.ensemble.DAAEnsemble` whose metadata lists each
     member's. Members must come from the same split file, or the ensemble's test figures would be meaningless."""
     loaded = [load_checkpoint(c) for c in checkpoints]
@@ -54,11 +54,11 @@ def export(checkpoint: Path | list[Path], report: Path | None, out: Path, versio
             "mae_by_reference_interval": {k: v["mae"] for k, v in rep["results"].items()},
         }
     if val_report is not None:
-        scale = range_scale(json.loads(val_report.read_text()))
-        meta["uncertainty_scale_95"] = round(scale, 4)
+        factor = range_factor(json.loads(val_report.read_text()))
+        meta["range_factor_95"] = round(factor, 4)
         if rep is not None:
             p = rep["predictions"]
             meta["metrics"]["uncertainty"]["range_coverage_calibrated"] = round(
-                range_coverage(p["pred"], p["true"], p["spread"], scale), 4)
+                range_coverage(p["pred"], p["true"], p["spread"], factor), 4)
     meta.update(version=version, licence=licence)
     return save_checkpoint(out, model, meta)

@@ -14,10 +14,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from model.checkpoint import read_checkpoint, save_checkpoint
+from model.checkpoint import load_checkpoint, read_checkpoint, save_checkpoint
 from model.config import ModelConfig
-from model.network import DAANet, build_model, count_parameters, crops_to_input, daa_loss, predict_with_flip, reference_loss
+from model.factory import count_parameters
+from model.inference import crops_to_input, predict, resolve_device
+from model.network import DAANet
 from training.augment import AugmentConfig, augment_batch
+from training.losses import daa_loss, distillation_loss, reference_loss
 from training.metrics import age_metrics
 from training.preprocess import CropCache
 
@@ -41,6 +44,9 @@ class TrainConfig:
     # nothing, the spread is just the spread of the reference ages, and sparse reference sets (Table 7) shift the
     # age. The term trains what section 3.2 states, y - x = f_D(delta(x, y)), for each y.
     reference_loss_weight: float = 0.0
+    # Weight of the distillation term (training/losses.py) when a teacher checkpoint is given: the student matches
+    # the teacher's per-reference estimates on the same augmented batch, besides the labels.
+    distill_weight: float = 1.0
     optimizer: str = "adam"  # "adamw": decoupled decay, which leaves a pretrained encoder's small weights alone
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 0
@@ -56,12 +62,6 @@ class TrainConfig:
     augment: AugmentConfig = field(default_factory=AugmentConfig)
 
 
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 def code_version() -> str:
     try:
         root = Path(__file__).resolve().parent.parent
@@ -72,24 +72,6 @@ def code_version() -> str:
         return (sha or "unknown") + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
-
-
-@torch.no_grad()
-def predict(model: DAANet, crops: np.ndarray | torch.Tensor, device: torch.device, batch_size: int = 256,
-            interval: int = 1, flip: bool = False, channels_last: bool = False) -> tuple[np.ndarray, np.ndarray]:
-    """Ages and spreads for cached crops, as the service computes them: with ``flip`` the mirrored crop's per-reference
-    estimates join the original's (test-time augmentation); the spread is their standard deviation."""
-    model.eval()
-    ages, spreads = [], []
-    for i in range(0, len(crops), batch_size):
-        chunk = torch.as_tensor(np.asarray(crops[i:i + batch_size]))
-        x = crops_to_input(chunk, device, channels_last)
-        out = predict_with_flip(model, x, interval, flip)
-        ages.append(out.age.float().cpu())
-        spreads.append(out.spread.float().cpu())
-    if not ages:
-        return np.zeros(0, dtype=np.float32), np.zeros(0, dtype=np.float32)
-    return torch.cat(ages).numpy(), torch.cat(spreads).numpy()
 
 
 def pick_templates(train: CropCache, num_references: int, seed: int) -> torch.Tensor:
@@ -125,29 +107,56 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
 
 def train(model_cfg: ModelConfig, cfg: TrainConfig, train_set: CropCache, val_set: CropCache, out_dir: Path,
           resume: bool = False, init_encoder: Path | None = None, init_checkpoint: Path | None = None,
-          metadata: dict | None = None) -> dict:
+          metadata: dict | None = None, teacher: Path | None = None) -> dict:
     """Train, writing ``last.pt`` (resumable) every epoch, ``best.pt`` on the best validation MAE, and
-    ``metrics.jsonl``. Returns the final summary."""
+    ``metrics.jsonl``. Returns the final summary.
+
+    ``teacher``: a trained checkpoint (one network or an ensemble) whose per-reference estimates the model learns
+    to match as well as the labels (distillation, weight ``cfg.distill_weight``)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(cfg.device)
-    cuda = device.type == "cuda"
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    torch.set_flush_denormal(True)  # the dlib weights hold denormals; flushing them made CPU passes ~1.6x faster
+    return _train(model_cfg, cfg, train_set, val_set, out_dir, device, resume, init_encoder, init_checkpoint,
+                  metadata, teacher)
 
-    model = build_model(model_cfg)
+
+def initial_state(path: Path, model_cfg: ModelConfig) -> dict[str, torch.Tensor]:
+    """Weights to start from: a single network's, or the member of an ensemble with the same architecture."""
+    payload = read_checkpoint(path)
+    members = payload["config"].get("members")
+    if members is None:
+        return payload["state_dict"]
+    wanted = {k: v for k, v in model_cfg.to_dict().items() if k not in ("name", "init_age")}
+    for i, member in enumerate(members):
+        if {k: v for k, v in member.items() if k not in ("name", "init_age")} == wanted:
+            prefix = f"members.{i}."
+            return {k[len(prefix):]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)}
+    raise ValueError(f"no member of the ensemble {path} has the architecture of {model_cfg.name!r}")
+
+
+def _train(model_cfg: ModelConfig, cfg: TrainConfig, train_set: CropCache, val_set: CropCache, out_dir: Path,
+           device: torch.device, resume: bool, init_encoder: Path | None, init_checkpoint: Path | None,
+           metadata: dict | None, teacher: Path | None) -> dict:
+    cuda = device.type == "cuda"
+
+    model = DAANet(model_cfg)
     if init_encoder:
         state = torch.load(init_encoder, map_location="cpu", weights_only=True)
-        if state.get("encoder") != model_cfg.encoder:
+        if isinstance(state.get("encoder"), dict):  # convert_dlib_face's file: the whole trunk, maybe more levels
+            own = model.encoder.state_dict()
+            model.encoder.load_state_dict({k: v for k, v in state["encoder"].items() if k in own}, strict=True)
+        elif state.get("encoder") != model_cfg.encoder:
             raise ValueError(f"{init_encoder} holds a {state.get('encoder')!r} encoder, not {model_cfg.encoder!r}")
-        model.encoder.load_state_dict(state["state_dict"])
+        else:
+            model.encoder.load_state_dict(state["state_dict"])
     if init_checkpoint:
         # Whole-network initialisation, e.g. fine-tuning a 64 px model at 128 px: convolutions and the DAA head
         # do not depend on the input size, so the weights carry over.
-        model.load_state_dict(read_checkpoint(init_checkpoint)["state_dict"])
+        model.load_state_dict(initial_state(init_checkpoint, model_cfg))
     if model_cfg.daa_mode.startswith("template"):
         model.set_templates(pick_templates(train_set, model_cfg.num_references, cfg.seed))
     model.to(device)
@@ -155,6 +164,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_set: CropCache, val_se
     if channels_last:
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg)
+    teacher_model = load_checkpoint(teacher, map_location=device)[0] if teacher else None
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     base_lrs = [g["lr"] for g in optimizer.param_groups]
@@ -176,7 +186,7 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_set: CropCache, val_se
     ages = torch.as_tensor(train_set.ages).to(crops.device)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed + start_epoch)
     meta = {"model_parameters": count_parameters(model), "train_config": json.loads(json.dumps(asdict(cfg))),
-            "code_version": code_version(), **(metadata or {})}
+            "code_version": code_version(), "teacher": str(teacher) if teacher else None, **(metadata or {})}
     summary: dict = {}
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
@@ -196,9 +206,14 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_set: CropCache, val_se
                 g["lr"] = base * lr_factor(step, total_steps, cfg.warmup_steps)
             with torch.autocast("cuda", dtype=torch.bfloat16, enabled=cuda and cfg.amp):
                 out = model(x)
+                if teacher_model is not None:
+                    with torch.no_grad():
+                        taught = teacher_model(x)
             loss = daa_loss(out.age.float(), y)
             if cfg.reference_loss_weight:
                 loss = loss + cfg.reference_loss_weight * reference_loss(out, y)
+            if teacher_model is not None:
+                loss = loss + cfg.distill_weight * distillation_loss(out, taught)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from model.encoders.common import InputAdapter
-from model.encoders.registry import register_encoder
+from model.encoders.registry import FaceEncoder, register_encoder
 
 
 class SqueezeExcite(nn.Module):
@@ -45,7 +45,7 @@ class C3AEBlock(nn.Module):
         return self.pool(self.se(self.relu(self.bn(self.conv(x)))))
 
 
-class C3AEEncoder(nn.Module):
+class C3AEEncoder(FaceEncoder):
     out_channels = 32
 
     def __init__(self, input_size: int = 64, width: int = 32) -> None:
@@ -67,5 +67,5 @@ class C3AEEncoder(nn.Module):
 
 
 @register_encoder("c3ae")
-def build_c3ae(input_size: int | None = None) -> nn.Module:
+def build_c3ae(input_size: int | None = None) -> FaceEncoder:
     return C3AEEncoder(input_size or 64)

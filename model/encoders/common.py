@@ -10,6 +10,9 @@ from torch import nn
 class InputAdapter(nn.Module):
     """Resizes (antialiased bilinear) and normalises ``(x - mean) / std`` per channel, x in [0, 1]."""
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(self, size: int, mean: tuple[float, float, float], std: tuple[float, float, float]) -> None:
         super().__init__()
         self.size = size

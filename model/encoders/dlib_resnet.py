@@ -14,10 +14,14 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.encoders.common import InputAdapter
-from model.encoders.registry import register_encoder
+from model.encoders.registry import FaceEncoder, register_encoder
 
 # The network subtracts this per-channel byte mean and scales by 1/256, outside its graph.
 DLIB_MEAN_BYTES = (122.782, 117.001, 104.298)
+
+
+def _unit_mean(mean_bytes: tuple[float, float, float]) -> tuple[float, float, float]:
+    return (mean_bytes[0] / 255.0, mean_bytes[1] / 255.0, mean_bytes[2] / 255.0)
 
 
 class Affine(nn.Module):
@@ -56,13 +60,13 @@ class DlibBlock(nn.Module):
         return F.relu(main + shortcut)
 
 
-class DlibResNetEncoder(nn.Module):
+class DlibResNetEncoder(FaceEncoder):
     out_channels = 256
 
     def __init__(self, input_size: int = 64) -> None:
         super().__init__()
         self.input_size = input_size
-        self.adapter = InputAdapter(input_size, tuple(m / 255.0 for m in DLIB_MEAN_BYTES), (256 / 255.0,) * 3)
+        self.adapter = InputAdapter(input_size, _unit_mean(DLIB_MEAN_BYTES), (256 / 255.0,) * 3)
         self.conv1 = nn.Conv2d(3, 64, 7, stride=2)
         self.aff1 = Affine(64)
         self.blocks = nn.Sequential(
@@ -85,5 +89,5 @@ class DlibResNetEncoder(nn.Module):
 
 
 @register_encoder("dlib_resnet")
-def build_dlib_resnet(input_size: int | None = None) -> nn.Module:
+def build_dlib_resnet(input_size: int | None = None) -> FaceEncoder:
     return DlibResNetEncoder(input_size or 64)

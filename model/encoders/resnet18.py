@@ -7,13 +7,13 @@ from torch import nn
 from torchvision.models import resnet18
 
 from model.encoders.common import InputAdapter
-from model.encoders.registry import register_encoder
+from model.encoders.registry import FaceEncoder, register_encoder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
-class ResNet18Encoder(nn.Module):
+class ResNet18Encoder(FaceEncoder):
     """torchvision's resnet18 (no weights) with the paper's stem; 128 -> 64 (stem) -> 64, 32, 16, 8 (stages)."""
 
     out_channels = 512
@@ -35,5 +35,5 @@ class ResNet18Encoder(nn.Module):
 
 
 @register_encoder("resnet18")
-def build_resnet18(input_size: int | None = None) -> nn.Module:
+def build_resnet18(input_size: int | None = None) -> FaceEncoder:
     return ResNet18Encoder(input_size or 128)

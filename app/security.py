@@ -1,0 +1,51 @@
+"""API keys: when the service has any (``DAA_API_KEYS`` or ``DAA_API_KEYS_FILE``), a request must present one as
+``X-API-Key: KEY`` or ``Authorization: Bearer KEY``. Keys are compared in constant time."""
+
+from __future__ import annotations
+
+import hmac
+from typing import Annotated
+
+from fastapi import Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+
+from app.errors import APIError
+from model.errors import ErrorCode
+
+# auto_error=False: the check below answers in the service's error model; declared so the OpenAPI schema (and
+# clients generated from it) know both schemes.
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKeyHeader",
+                              description="one of the service's API keys (only when it has keys)")
+bearer = HTTPBearer(auto_error=False, scheme_name="BearerKey",
+                    description="an API key as a bearer token (only when the service has keys)")
+
+
+class APIKeys:
+    def __init__(self, keys: list[str]) -> None:
+        self._keys = [k.encode() for k in keys]
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self._keys)
+
+    def accepts(self, presented: str | None) -> bool:
+        if presented is None:
+            return False
+        given = presented.encode()
+        # Every key is compared (no early exit), so timing does not tell which prefix or key matched.
+        found = False
+        for key in self._keys:
+            found |= hmac.compare_digest(given, key)
+        return found
+
+
+async def require_key(request: Request,
+                      header: Annotated[str | None, Security(api_key_header)] = None,
+                      token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None) -> None:
+    keys: APIKeys = request.app.state.api_keys
+    if not keys.enabled:
+        return
+    if keys.accepts(header) or keys.accepts(token.credentials if token else None):
+        return
+    raise APIError(401, ErrorCode.UNAUTHORIZED, "this service needs an API key: send it as X-API-Key or as a "
+                   "Bearer token", None, headers={"WWW-Authenticate": 'Bearer realm="daa-age"'})

@@ -1,0 +1,85 @@
+"""Run the app under uvicorn with the limits an exposed service needs: a deadline for each request head, keep-alive
+and connection limits, graceful shutdown, and one or more worker processes."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import resource
+from typing import Any
+
+import uvicorn
+
+from app.settings import Settings
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _BaseProtocol
+except ImportError:  # uvicorn without its [standard] extra
+    from uvicorn.protocols.http.h11_impl import H11Protocol as _BaseProtocol  # type: ignore[assignment]
+
+
+@functools.cache
+def _header_timeout_s() -> float:
+    # Read from the environment once per process: worker processes are spawned and see only the environment.
+    return Settings().header_timeout_s
+
+
+class GuardedHTTPProtocol(_BaseProtocol):
+    """uvicorn's HTTP protocol plus a deadline for the request head: a connection that does not finish sending its
+    request line and headers in time (a stalled or slow-drip client) is closed, so idle sockets cannot pile up.
+    The deadline starts when the connection opens and again after each response on a kept-alive connection."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._head_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self._arm_head_timer()
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        cycle = getattr(self, "cycle", None)
+        if cycle is not None and not cycle.response_complete:  # the head is complete: a request is running
+            self._disarm_head_timer()
+
+    def on_response_complete(self) -> None:
+        super().on_response_complete()
+        if not self.transport.is_closing():
+            self._arm_head_timer()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._disarm_head_timer()
+        super().connection_lost(exc)
+
+    def _arm_head_timer(self) -> None:
+        self._disarm_head_timer()
+        self._head_timer = asyncio.get_running_loop().call_later(_header_timeout_s(), self._head_timeout)
+
+    def _disarm_head_timer(self) -> None:
+        if self._head_timer is not None:
+            self._head_timer.cancel()
+            self._head_timer = None
+
+    def _head_timeout(self) -> None:
+        self._head_timer = None
+        if not self.transport.is_closing():
+            self.transport.close()
+
+
+def raise_open_file_limit() -> int:
+    """Lift this process's soft limit on open files to its hard limit (connections are files); returns it."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard != resource.RLIM_INFINITY and soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        return hard
+    return soft
+
+
+def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
+    """``app``: the application, or ``"app.main:app"`` when several worker processes each build their own."""
+    return uvicorn.Config(
+        app, host=settings.host, port=settings.port, log_level=settings.log_level, workers=settings.workers,
+        http=GuardedHTTPProtocol, timeout_keep_alive=settings.keepalive_timeout_s, timeout_graceful_shutdown=10,
+        limit_concurrency=settings.max_connections, backlog=min(2048, 4 * settings.max_connections),
+        h11_max_incomplete_event_size=64 * 1024, server_header=False)

@@ -1,0 +1,111 @@
+"""``daa-age-bulk INPUT... --out FILE`` (or ``python -m bulk``): age-annotate photos without a server.
+
+INPUT: image files, folders (recursive) and text files listing paths, in any mix. FILE's extension picks the
+format: ``.csv``, ``.jsonl`` or ``.parquet``. One row per face (file, face index, box, detection score, age,
+uncertainty, age range; with ``--deltas`` the delta ages); a photo that is not an image or has no face gets one row
+with an error code, and the run goes on. The model, detector and settings are the service's (``DAA_*`` variables,
+``--checkpoint`` overrides ``DAA_CHECKPOINT``). Locally it uses one worker process per core; ``--ray ADDRESS`` runs
+the same job as a Ray Data pipeline (``local`` starts a local Ray cluster). Exit status 1 only when no photo could
+be read at all.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from bulk.inputs import expand
+from bulk.rows import AnnotatorConfig
+from bulk.writers import done_files, open_writer, output_format
+from model.errors import ErrorCode
+
+UNREADABLE = {ErrorCode.FILE_NOT_READABLE.value, ErrorCode.INVALID_IMAGE.value, ErrorCode.UNSUPPORTED_IMAGE_TYPE.value, ErrorCode.EMPTY_FILE.value,
+              ErrorCode.TRUNCATED_IMAGE.value, ErrorCode.IMAGE_TOO_LARGE.value}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="daa-age-bulk", description=__doc__.splitlines()[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p.add_argument("inputs", nargs="+", help="image files, folders, or text files listing paths")
+    p.add_argument("--out", type=Path, required=True, help="output: .csv, .jsonl or .parquet")
+    p.add_argument("--deltas", action="store_true", help="include the 100 delta ages of every face")
+    p.add_argument("--resume", action="store_true", help="skip photos already in --out and append after them")
+    p.add_argument("--workers", type=int, default=None, help="worker processes or Ray actors (default: cores)")
+    p.add_argument("--batch", type=int, default=16, help="photos per model call (their faces are batched)")
+    p.add_argument("--ray", metavar="ADDRESS", help="run on Ray: 'local' starts a local cluster, or an address")
+    p.add_argument("--checkpoint", type=Path, help="checkpoint (default: the service's DAA_CHECKPOINT)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    return p
+
+
+def annotator_config(args: argparse.Namespace) -> AnnotatorConfig:
+    from app.settings import Settings  # the service's settings: same defaults, same DAA_* variables
+
+    s = Settings()
+    device = "cpu" if s.device == "auto" else s.device
+    return AnnotatorConfig(str(args.checkpoint or s.checkpoint), device, s.runtime, s.flip_tta,
+                           s.max_image_pixels, s.max_faces, s.min_face_size, s.detect_max_side,
+                           s.detection_threshold, args.deltas)
+
+
+def chunked(paths: list[str], size: int) -> Iterator[list[str]]:
+    for i in range(0, len(paths), size):
+        yield paths[i:i + size]
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        output_format(args.out)
+    except ValueError as exc:
+        print(f"daa-age-bulk: {exc}", file=sys.stderr)
+        return 2
+    paths = list(expand(args.inputs))
+    if args.resume:
+        done = done_files(args.out)
+        paths = [p for p in paths if p not in done]
+        print(f"resuming: {len(done)} photos already in {args.out}, {len(paths)} to go", file=sys.stderr)
+    cfg = annotator_config(args)
+    workers = args.workers or os.cpu_count() or 1
+    writer = open_writer(args.out, args.deltas, append=args.resume)
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(paths), unit="photo", disable=args.no_progress, file=sys.stderr, smoothing=0.1)
+    read = failed = faces = 0
+    t0 = time.monotonic()
+    try:
+        if args.ray:
+            from bulk.ray_runner import run_ray
+
+            batches = run_ray(cfg, paths, args.ray, workers, args.batch)
+        else:
+            from bulk.local import run_local
+
+            batches = run_local(cfg, chunked(paths, args.batch), min(workers, max(1, len(paths))))
+        for rows in batches:
+            writer.write(rows)
+            photos = {r["file"]: r["error"] for r in rows}
+            bad = sum(1 for e in photos.values() if e in UNREADABLE)
+            failed += bad
+            read += len(photos) - bad
+            faces += sum(1 for r in rows if r["error"] is None)
+            bar.update(len(photos))
+    finally:
+        bar.close()
+        writer.close()
+    seconds = time.monotonic() - t0
+    print(f"{read + failed} photos ({failed} unreadable), {faces} faces in {seconds:.1f} s "
+          f"({(read + failed) / max(seconds, 1e-9):.1f} photos/s) -> {args.out}", file=sys.stderr)
+    return 1 if paths and read == 0 else 0
+
+
+def cli() -> None:
+    sys.exit(main())
+
+
+if __name__ == "__main__":
+    cli()

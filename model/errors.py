@@ -1,0 +1,42 @@
+"""The one vocabulary of failure codes. The pipeline raises :class:`InputError` with a code; the service maps each
+code to an HTTP status (``app/errors.py``) and the bulk command writes it into the row of the photo."""
+
+from __future__ import annotations
+
+from enum import Enum
+from typing import Any
+
+
+class ErrorCode(str, Enum):
+    # The upload
+    EMPTY_FILE = "empty_file"
+    INVALID_IMAGE = "invalid_image"
+    TRUNCATED_IMAGE = "truncated_image"
+    UNSUPPORTED_IMAGE_TYPE = "unsupported_image_type"
+    FILE_TOO_LARGE = "file_too_large"
+    IMAGE_TOO_LARGE = "image_too_large"
+    # The request
+    VALIDATION_ERROR = "validation_error"
+    MIN_FACE_SIZE_UNSUPPORTED = "min_face_size_unsupported"
+    UNAUTHORIZED = "unauthorized"
+    NOT_FOUND = "not_found"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
+    REQUEST_TIMEOUT = "request_timeout"
+    HTTP_ERROR = "http_error"
+    # The service
+    OVERLOADED = "overloaded"
+    NOT_READY = "not_ready"
+    INFERENCE_FAILED = "inference_failed"
+    OUT_OF_MEMORY = "out_of_memory"
+    INTERNAL_ERROR = "internal_error"
+    # Bulk rows only: a path that cannot be read, and a readable photo without a face
+    FILE_NOT_READABLE = "file_not_readable"
+    NO_FACE = "no_face"
+
+
+class InputError(Exception):
+    """The input cannot be served as sent: a code from :class:`ErrorCode`, a sentence, and machine-readable detail."""
+
+    def __init__(self, code: ErrorCode, message: str, detail: Any = None) -> None:
+        super().__init__(message)
+        self.code, self.message, self.detail = code, message, detail

@@ -1,0 +1,179 @@
+"""The one age-estimation pipeline: upload bytes -> image -> faces -> crops -> model -> ages.
+
+The service (``app/``), the bulk command, ``training evaluate`` and the benchmarks all run photos through an
+:class:`AgePipeline`; this is the only place the steps are chained. :meth:`AgePipeline.run` chains them in the
+calling thread. :meth:`AgePipeline.run_async` chains the same steps for a server: the CPU-bound front half
+(decode, detect, crop) on a worker pool, the model call through a caller-supplied batcher, and a check between
+stages that stops work for a client that has gone away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from model.errors import ErrorCode, InputError
+from model.estimator import Estimator, FaceResult
+from model.faces import DetectorSettings, FaceDetection, FaceDetector, crop_face
+from model.imaging import decode_image
+
+
+class ClientGone(Exception):
+    """The caller no longer wants the answer (the HTTP client disconnected); work stopped at a stage boundary."""
+
+
+@dataclass(frozen=True)
+class PipelineOptions:
+    """Per-photo options. ``None`` means the pipeline's default."""
+
+    max_faces: int | None = None
+    min_face_size: int | None = None
+    interval: int = 1
+
+
+@dataclass(frozen=True)
+class PipelineLimits:
+    """What any one photo may cost: its pixels, the faces estimated, the default minimum face size."""
+
+    max_image_pixels: int = 40_000_000
+    max_faces: int = 20
+    min_face_size: int = 40
+
+
+@dataclass
+class Prepared:
+    """The front half's output for one photo: what the model needs, and what the answer reports."""
+
+    width: int
+    height: int
+    format: str
+    faces: list[FaceDetection]
+    crops: np.ndarray  # N x S x S x 3 uint8
+    min_face_size: float  # the minimum actually searched for, in the photo's pixels
+    decode_s: float
+    detect_s: float
+
+
+@dataclass
+class FaceAge:
+    detection: FaceDetection
+    age: float
+    spread: float
+    age_range: tuple[float, float]
+    deltas: list[float]
+
+
+@dataclass
+class PhotoResult:
+    faces: list[FaceAge]
+    reference_ages: list[int]
+    width: int
+    height: int
+    format: str
+    min_face_size: float
+    timing: dict[str, float] = field(default_factory=dict)  # seconds per stage
+
+
+EstimateFn = Callable[[np.ndarray, int], Awaitable[Sequence[FaceResult]]]
+StillWanted = Callable[[], Awaitable[bool]]
+
+
+class AgePipeline:
+    def __init__(self, estimator: Estimator, detector: FaceDetector, limits: PipelineLimits | None = None) -> None:
+        self.estimator = estimator
+        self.detector = detector
+        self.limits = limits or PipelineLimits()
+
+    @classmethod
+    def load(cls, checkpoint: str, device: str = "auto", runtime: str = "auto", flip_tta: bool = False,
+             detector_settings: DetectorSettings | None = None, limits: PipelineLimits | None = None) -> AgePipeline:
+        """Load a checkpoint and MTCNN; raises :class:`model.checkpoint.CheckpointError` on a bad checkpoint."""
+        estimator = Estimator(checkpoint, device, flip_tta, runtime)
+        detector = FaceDetector(detector_settings, device=estimator.device, runtime=runtime)
+        return cls(estimator, detector, limits)
+
+    # The steps -------------------------------------------------------------------------------------------------
+
+    def check_options(self, options: PipelineOptions) -> None:
+        if options.max_faces is not None and options.max_faces > self.limits.max_faces:
+            raise InputError(ErrorCode.VALIDATION_ERROR, f"max_faces {options.max_faces} is over this service's limit "
+                             f"of {self.limits.max_faces} faces per photo", {"max_faces": self.limits.max_faces})
+        if options.interval not in (1, 2, 5, 10, 20, 50) or options.interval >= self.estimator.config.num_references:
+            raise InputError(ErrorCode.VALIDATION_ERROR, f"reference interval {options.interval} is not offered")
+
+    def prepare(self, data: bytes, options: PipelineOptions) -> Prepared:
+        """Decode, detect and crop: the CPU-bound front half, bounded in cost for any input."""
+        self.check_options(options)
+        t0 = time.perf_counter()
+        decoded = decode_image(data, self.limits.max_image_pixels)
+        image = decoded.image
+        t1 = time.perf_counter()
+        smallest = self.detector.smallest_face(image.width, image.height)
+        if options.min_face_size is not None and options.min_face_size < smallest:
+            raise InputError(
+                ErrorCode.MIN_FACE_SIZE_UNSUPPORTED,
+                f"faces of {options.min_face_size} px cannot be searched for in a {image.width}x{image.height} photo "
+                f"within this service's detection budget; the smallest is {int(np.ceil(smallest))} px: ask for "
+                "that or more, or send a smaller photo",
+                {"min_face_size": options.min_face_size, "smallest_possible": int(np.ceil(smallest)),
+                 "width": image.width, "height": image.height})
+        wanted = max(options.min_face_size or self.limits.min_face_size, smallest)
+        faces = self.detector.detect(image, int(np.ceil(wanted)))
+        faces = faces[: min(options.max_faces or self.limits.max_faces, self.limits.max_faces)]
+        spec = self.estimator.crop_spec
+        crops = (np.stack([crop_face(image, f, spec) for f in faces]) if faces
+                 else np.zeros((0, spec.size, spec.size, 3), np.uint8))
+        t2 = time.perf_counter()
+        return Prepared(image.width, image.height, decoded.format, faces, crops, float(wanted), t1 - t0, t2 - t1)
+
+    def estimate(self, crops: np.ndarray, interval: int) -> list[FaceResult]:
+        return self.estimator.estimate(crops, interval) if len(crops) else []
+
+    def finish(self, prepared: Prepared, results: Sequence[FaceResult], estimate_s: float, interval: int) -> PhotoResult:
+        faces = [FaceAge(det, res.age, res.spread, self.estimator.age_range(res.age, res.spread), res.deltas)
+                 for det, res in zip(prepared.faces, results)]
+        return PhotoResult(faces, self.estimator.references(interval), prepared.width, prepared.height,
+                           prepared.format, prepared.min_face_size,
+                           {"decode": prepared.decode_s, "detect": prepared.detect_s, "estimate": estimate_s})
+
+    # The chain ------------------------------------------------------------------------------------------------
+
+    def run(self, data: bytes, options: PipelineOptions | None = None) -> PhotoResult:
+        """One photo, start to end, in this thread."""
+        options = options or PipelineOptions()
+        prepared = self.prepare(data, options)
+        t0 = time.perf_counter()
+        results = self.estimate(prepared.crops, options.interval)
+        return self.finish(prepared, results, time.perf_counter() - t0, options.interval)
+
+    async def run_async(self, data: bytes, options: PipelineOptions, executor: Executor, estimate: EstimateFn,
+                        still_wanted: StillWanted | None = None, slots: asyncio.Semaphore | None = None
+                        ) -> PhotoResult:
+        """One photo for a server: the front half on ``executor``, the model through ``estimate`` (a batcher
+        that gathers faces across requests), and ``still_wanted`` asked at each stage boundary.
+
+        ``slots`` (as many as the executor has threads): photos wait for a free thread here, in the event loop,
+        rather than in the executor's queue, so one whose client has gone away is dropped before its front half
+        runs, not after."""
+
+        async def wanted_or_stop(stage: str) -> None:
+            if still_wanted is not None and not await still_wanted():
+                raise ClientGone(f"the client went away before {stage}")
+
+        loop = asyncio.get_running_loop()
+        if slots is None:
+            prepared = await loop.run_in_executor(executor, self.prepare, data, options)
+        else:
+            async with slots:
+                await wanted_or_stop("decoding")
+                prepared = await loop.run_in_executor(executor, self.prepare, data, options)
+        del data
+        await wanted_or_stop("its faces reached the model")
+        t0 = time.perf_counter()
+        results = await estimate(prepared.crops, options.interval) if len(prepared.crops) else []
+        return self.finish(prepared, results, time.perf_counter() - t0, options.interval)

@@ -1,0 +1,106 @@
+"""Helpers that the tests and the benchmarks share: fixture photos, image encoding, box overlap, an in-process
+client, and the one way to start the real service (``python -m app``) on a free loopback port."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent
+FIXTURES = ROOT / "tests" / "fixtures"
+
+
+def fixture_bytes(name: str) -> bytes:
+    return (FIXTURES / name).read_bytes()
+
+
+def encode(image: Image.Image, fmt: str, **kwargs: Any) -> bytes:
+    buf = io.BytesIO()
+    image.save(buf, format=fmt, **kwargs)
+    return buf.getvalue()
+
+
+def iou(a: Any, b: Any) -> float:
+    """Intersection over union of two (x1, y1, x2, y2) boxes."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    return inter / ((a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter)
+
+
+@contextlib.contextmanager
+def make_client(timeout: float = 180.0, **overrides: Any) -> Iterator[Any]:
+    """An in-process ``TestClient`` on an app with these settings, yielded once its model has loaded (the app
+    answers /ready with 503 while it loads)."""
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    with TestClient(create_app(Settings(**overrides))) as client:
+        deadline = time.monotonic() + timeout
+        while client.get("/ready").status_code != 200:
+            if client.app.state.startup_error is not None:
+                raise RuntimeError(f"the app failed to load: {client.app.state.startup_error}")
+            if time.monotonic() > deadline:
+                raise TimeoutError("the app did not become ready in time")
+            time.sleep(0.1)
+        yield client
+
+
+def post_image(client: Any, data: bytes, filename: str = "photo.jpg", content_type: str = "image/jpeg",
+               **params: Any) -> Any:
+    return client.post("/estimate", files={"file": (filename, data, content_type)}, params=params)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextlib.contextmanager
+def running_service(env: dict[str, str] | None = None, timeout: float = 180.0,
+                    log_path: Path | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+    """Start ``python -m app`` (the command README and the image use) and yield (base URL, process) once /ready
+    answers 200; stop it afterwards."""
+    port = free_port()
+    full_env = {**os.environ, "DAA_HOST": "127.0.0.1", "DAA_PORT": str(port), "DAA_LOG_LEVEL": "warning",
+                **(env or {})}
+    log: Any = open(log_path, "wb") if log_path else subprocess.DEVNULL
+    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=full_env, stdout=log,
+                            stderr=subprocess.STDOUT if log_path else None)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"service exited with {proc.returncode} before it was ready")
+            try:
+                if httpx.get(base + "/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise TimeoutError("service not ready in time")
+            time.sleep(0.3)
+        yield base, proc
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        if log_path:
+            log.close()

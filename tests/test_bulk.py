@@ -1,0 +1,109 @@
+"""The bulk command: inputs of every kind, every output format, resume, exit status, and the Ray path giving the
+same ages as the local one."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from bulk.__main__ import main
+from bulk.inputs import expand
+from testkit import FIXTURES, ROOT
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("photos")
+    (root / "sub").mkdir()
+    for name in ("astronaut.jpg", "group.jpg", "rocket.jpg"):
+        shutil.copy(FIXTURES / name, root / name)
+    shutil.copy(FIXTURES / "astronaut.jpg", root / "sub" / "again.JPG")
+    (root / "sub" / "notes.png").write_text("not an image")
+    (root / "list.txt").write_text("# photos\nastronaut.jpg\nabsent.jpg\n")
+    return root
+
+
+def rows_of(path: Path) -> list[dict]:
+    if path.suffix == ".csv":
+        with open(path, newline="") as fh:
+            return list(csv.DictReader(fh))
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def test_inputs_mix_folders_lists_and_files(photos):
+    paths = list(expand([photos, photos / "list.txt", photos / "rocket.jpg"]))
+    names = [Path(p).name for p in paths]
+    assert names == ["astronaut.jpg", "group.jpg", "rocket.jpg", "again.JPG", "notes.png", "absent.jpg"]
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl", ".parquet"])
+def test_one_row_per_face_and_an_error_row_per_failed_photo(photos, tmp_path, suffix):
+    out = tmp_path / f"ages{suffix}"
+    assert main([str(photos), str(photos / "list.txt"), "--out", str(out), "--workers", "1", "--no-progress"]) == 0
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(out).to_pylist()
+    else:
+        rows = rows_of(out)
+    by_file: dict[str, list[dict]] = {}
+    for row in rows:
+        by_file.setdefault(Path(row["file"]).name, []).append(row)
+    assert len(by_file["group.jpg"]) == 3 and [str(r["face"]) for r in by_file["group.jpg"]] == ["0", "1", "2"]
+    (astronaut,) = by_file["astronaut.jpg"]
+    assert 15 < float(astronaut["age"]) < 70 and float(astronaut["age_low"]) < float(astronaut["age"])
+    assert not astronaut["error"]
+    assert by_file["rocket.jpg"][0]["error"] == "no_face"
+    assert by_file["notes.png"][0]["error"] == "unsupported_image_type"
+    assert by_file["absent.jpg"][0]["error"] == "file_not_readable"
+
+
+def test_deltas_on_request(photos, tmp_path):
+    out = tmp_path / "d.jsonl"
+    main([str(photos / "astronaut.jpg"), "--out", str(out), "--deltas", "--workers", "1", "--no-progress"])
+    assert len(rows_of(out)[0]["delta_ages"]) == 100
+
+
+def test_resume_skips_what_is_done(photos, tmp_path):
+    out = tmp_path / "r.csv"
+    main([str(photos / "astronaut.jpg"), "--out", str(out), "--workers", "1", "--no-progress"])
+    main([str(photos), "--out", str(out), "--resume", "--workers", "1", "--no-progress"])
+    files = [Path(r["file"]).name for r in rows_of(out)]
+    assert files.count("astronaut.jpg") == 1 and files.count("group.jpg") == 3
+
+
+def test_exit_status_is_nonzero_only_when_nothing_could_be_read(photos, tmp_path):
+    assert main([str(photos / "sub" / "notes.png"), "--out", str(tmp_path / "x.csv"), "--no-progress",
+                 "--workers", "1"]) == 1
+    assert main([str(photos / "rocket.jpg"), "--out", str(tmp_path / "y.csv"), "--no-progress",
+                 "--workers", "1"]) == 0  # read, no face: not a failure
+    assert main([str(photos), "--out", str(tmp_path / "z.txt")]) == 2  # unknown format
+
+
+@pytest.mark.slow
+def test_console_script_with_two_worker_processes(photos, tmp_path):
+    out = tmp_path / "p.csv"
+    proc = subprocess.run([sys.executable, "-m", "bulk", str(photos), "--out", str(out), "--workers", "2"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert "photos/s" in proc.stderr
+    assert sum(1 for r in rows_of(out) if not r["error"]) == 5
+
+
+@pytest.mark.slow
+def test_ray_gives_the_same_ages_as_the_local_path(photos, tmp_path):
+    pytest.importorskip("ray", reason='the [ray] extra: pip install -e ".[ray]"')
+    local, on_ray = tmp_path / "local.jsonl", tmp_path / "ray.jsonl"
+    assert main([str(photos), "--out", str(local), "--workers", "1", "--no-progress"]) == 0
+    assert main([str(photos), "--out", str(on_ray), "--ray", "local", "--workers", "2", "--no-progress"]) == 0
+    a, b = rows_of(local), rows_of(on_ray)
+    assert [(r["file"], r["face"], r["error"]) for r in a] == [(r["file"], r["face"], r["error"]) for r in b]
+    for x, y in zip(a, b):
+        if x["age"] is not None:
+            assert abs(x["age"] - y["age"]) < 0.01

@@ -1,0 +1,246 @@
+"""Hostile input against the real server (``python -m app``): each class of file or client gets a 200 or a precise
+4xx within seconds, and the server's peak memory stays within its stated budget. The corpus is generated here."""
+
+from __future__ import annotations
+
+import io
+import socket
+import struct
+import threading
+import time
+import zlib
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from testkit import encode, fixture_bytes, running_service
+
+pytestmark = pytest.mark.slow
+
+MEMORY_BUDGET_MIB = 2048  # README: "peak memory of the service stays within 2 GiB whatever is uploaded"
+FAST_S = 5.0  # every answer below comes within this
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def png(width: int, height: int, rows: int | None = None, colour: int = 0) -> bytes:
+    """A greyscale (or RGB, colour=2) PNG declaring width x height; ``rows`` < height leaves the rest out."""
+    samples = 3 if colour == 2 else 1
+    raw = (b"\x00" + b"\x00" * width * samples) * (height if rows is None else rows)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw, 9))
+            + _chunk(b"IEND", b""))
+
+
+def gif_screen(width: int, height: int) -> bytes:
+    """A GIF whose logical screen is width x height, holding one 1x1 frame (a few dozen bytes)."""
+    return (b"GIF89a" + struct.pack("<HH", width, height) + b"\x80\x00\x00" + b"\x00\x00\x00\xff\xff\xff"
+            + b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+
+
+def many_frames(frames: int = 300, size: int = 1000) -> bytes:
+    """A small file with many large frames (each a flat colour, so it compresses to almost nothing)."""
+    images = [Image.new("L", (size, size), i % 256) for i in range(frames)]
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:])
+    return buf.getvalue()
+
+
+def peak_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmHWM")
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[tuple[str, int]]:
+    env = {"DAA_BODY_TIMEOUT_S": "2", "DAA_HEADER_TIMEOUT_S": "2", "DAA_MAX_UPLOAD_BYTES": str(4 * 1024 * 1024),
+           "DAA_THREADS": "1"}
+    with running_service(env) as (base, proc):
+        yield base, proc.pid
+
+
+def post(base: str, data: bytes, name: str = "x.png", **params: object) -> tuple[httpx.Response, float]:
+    t0 = time.monotonic()
+    r = httpx.post(base + "/estimate", files={"file": (name, data, "application/octet-stream")}, params=params,
+                   timeout=60)
+    return r, time.monotonic() - t0
+
+
+CORPUS = {
+    # name: (bytes, params, expected status, expected code or None)
+    "thin 20000x10": (lambda: png(20000, 10), {}, 200, None),
+    "thin 10x20000": (lambda: png(10, 20000), {}, 200, None),
+    "thin 40000x10": (lambda: png(40000, 10), {}, 200, None),
+    "line 100000x1": (lambda: png(100000, 1), {}, 200, None),
+    "one pixel": (lambda: png(1, 1), {}, 200, None),
+    "62-byte GIF with a 6000x6000 screen": (lambda: gif_screen(6000, 6000), {}, 200, None),
+    "PNG declaring 6300x6300, holding 5 rows": (lambda: png(6300, 6300, rows=5), {}, 400, "truncated_image"),
+    "blank 2500x2500": (lambda: png(2500, 2500), {}, 200, None),
+    "blank 2500x2500, min_face_size=12": (lambda: png(2500, 2500), {"min_face_size": 12}, 422,
+                                          "min_face_size_unsupported"),
+    "blank 6000x6000 RGB": (lambda: png(6000, 6000, colour=2), {}, 200, None),
+    "over the pixel limit": (lambda: gif_screen(9000, 9000), {}, 413, "image_too_large"),
+    "300-frame GIF": (many_frames, {}, 200, None),
+    "truncated JPEG": (lambda: fixture_bytes("group.jpg")[:5000], {}, 400, "truncated_image"),
+    "JPEG header only": (lambda: fixture_bytes("group.jpg")[:200], {}, 400, None),
+    "noise 1500x1500": (lambda: encode(Image.fromarray(np.random.default_rng(1).integers(
+        0, 255, (1500, 1500, 3), dtype=np.uint8)), "JPEG", quality=80), {}, 200, None),
+    "max_faces over the limit": (lambda: fixture_bytes("astronaut.jpg"), {"max_faces": 100}, 422, "validation_error"),
+    "text": (lambda: b"hello, world" * 10, {}, 415, "unsupported_image_type"),
+    "SVG": (lambda: b'<svg xmlns="http://www.w3.org/2000/svg" width="9e9" height="9e9"/>', {}, 415, None),
+}
+
+
+@pytest.mark.parametrize("name", list(CORPUS))
+def test_hostile_file_gets_a_precise_answer_fast(server, name):
+    base, _ = server
+    make, params, status, code = CORPUS[name]
+    r, seconds = post(base, make(), **params)
+    assert r.status_code == status, (name, r.status_code, r.text[:300])
+    if code:
+        assert r.json()["code"] == code
+    if status >= 400:
+        assert set(r.json()) == {"code", "message", "detail"}
+    assert seconds < FAST_S, f"{name} took {seconds:.1f} s"
+
+
+def test_two_file_parts_are_refused(server):
+    base, _ = server
+    data = fixture_bytes("astronaut.jpg")
+    r = httpx.post(base + "/estimate", files=[("file", ("a.jpg", data)), ("file", ("b.jpg", data))], timeout=30)
+    assert r.status_code == 422 and r.json()["code"] == "validation_error"
+
+
+def _raw(base: str) -> socket.socket:
+    host, port = base.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=30)
+
+
+def _status(sock: socket.socket) -> int:
+    head = b""
+    while b"\r\n" not in head:
+        chunk = sock.recv(4096)
+        if not chunk:
+            return 0
+        head += chunk
+    return int(head.split(b" ")[1])
+
+
+def _multipart_head(boundary: str) -> bytes:
+    return (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.jpg\"\r\n"
+            "Content-Type: image/jpeg\r\n\r\n").encode()
+
+
+def test_a_1_gib_upload_is_refused_before_it_is_read(server):
+    base, _ = server
+    with _raw(base) as sock:
+        t0 = time.monotonic()
+        sock.sendall(b"POST /estimate HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                     b"Content-Length: 1073741824\r\n\r\n" + _multipart_head("b"))
+        assert _status(sock) == 413
+        assert time.monotonic() - t0 < FAST_S
+
+
+def test_an_oversized_stream_without_length_stops_at_the_limit(server):
+    base, _ = server
+    sent = [0]
+    with _raw(base) as sock:
+        sock.sendall(b"POST /estimate HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                     b"Transfer-Encoding: chunked\r\n\r\n")
+        head = _multipart_head("b")
+        sock.sendall(f"{len(head):x}\r\n".encode() + head + b"\r\n")
+        block = b"\xff" * 65536
+        chunk = f"{len(block):x}\r\n".encode() + block + b"\r\n"
+
+        def send() -> None:  # far past the 4 MiB limit, if the server kept reading
+            while sent[0] < 256 * 1024 * 1024:
+                try:
+                    sock.sendall(chunk)
+                except OSError:
+                    return
+                sent[0] += len(block)
+
+        sender = threading.Thread(target=send, daemon=True)
+        sender.start()
+        assert _status(sock) == 413
+        sock.shutdown(socket.SHUT_RDWR)
+        sender.join(10)
+    assert sent[0] < 64 * 1024 * 1024  # it stopped reading near the limit (plus what the socket buffers held)
+
+
+def test_a_stalled_body_times_out(server):
+    base, _ = server
+    with _raw(base) as sock:
+        t0 = time.monotonic()
+        sock.sendall(b"POST /estimate HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+                     b"Content-Length: 100000\r\n\r\n" + _multipart_head("b"))
+        assert _status(sock) == 408
+        assert time.monotonic() - t0 < FAST_S + 2
+
+
+def test_a_stalled_head_is_closed_and_health_stays_reachable(server):
+    base, _ = server
+    sockets = []
+    for _ in range(200):  # many clients that open a connection and never finish their request head
+        s = _raw(base)
+        s.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n")
+        sockets.append(s)
+    try:
+        assert httpx.get(base + "/health", timeout=5).status_code == 200
+        time.sleep(3)  # past DAA_HEADER_TIMEOUT_S=2
+        s = sockets[0]
+        s.settimeout(5)
+        assert s.recv(1) == b""  # closed by the server
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_a_busy_server_refuses_with_503_and_keeps_serving(server):
+    base, _ = server
+    heavy = png(3000, 3000, colour=2)
+    with ThreadPoolExecutor(64) as pool:
+        responses = list(pool.map(lambda _: post(base, heavy)[0], range(64)))
+    codes = {r.status_code for r in responses}
+    assert codes <= {200, 503}
+    for r in responses:
+        if r.status_code == 503:
+            assert r.headers["retry-after"] and r.json()["code"] == "overloaded"
+    r, _ = post(base, fixture_bytes("astronaut.jpg"), "a.jpg")
+    assert r.status_code == 200 and len(r.json()["faces"]) == 1
+
+
+def test_work_stops_for_clients_that_went_away(server):
+    base, _ = server
+    heavy = encode(Image.fromarray(np.random.default_rng(2).integers(0, 255, (2000, 2000, 3), dtype=np.uint8)),
+                   "PNG")
+
+    def abandon() -> None:
+        try:
+            httpx.post(base + "/estimate", files={"file": ("n.png", heavy)}, timeout=0.3)
+        except httpx.HTTPError:
+            pass
+
+    threads = [threading.Thread(target=abandon) for _ in range(20)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    r, seconds = post(base, fixture_bytes("astronaut.jpg"), "a.jpg")
+    assert r.status_code == 200
+    assert seconds < 10, f"a request after 20 abandoned ones took {seconds:.1f} s"
+
+
+def test_peak_memory_stays_within_budget(server):
+    # Runs last in this module (pytest keeps file order): after every probe above.
+    _, pid = server
+    assert peak_rss_mib(pid) < MEMORY_BUDGET_MIB
