@@ -59,8 +59,9 @@ def make_client(timeout: float = 180.0, **overrides: Any) -> Iterator[Any]:
         yield client
 
 
-def post_image(client: Any, data: bytes, filename: str = "photo.jpg", content_type: str = "image/jpeg",
-               **params: Any) -> Any:
+def post_image(
+    client: Any, data: bytes, filename: str = "photo.jpg", content_type: str = "image/jpeg", **params: Any
+) -> Any:
     return client.post("/estimate", files={"file": (filename, data, content_type)}, params=params)
 
 
@@ -71,16 +72,17 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def running_service(env: dict[str, str] | None = None, timeout: float = 180.0,
-                    log_path: Path | None = None) -> Iterator[tuple[str, subprocess.Popen]]:
+def running_service(
+    env: dict[str, str] | None = None, timeout: float = 180.0, log_path: Path | None = None
+) -> Iterator[tuple[str, subprocess.Popen]]:
     """Start ``python -m app`` (the command README and the image use) and yield (base URL, process) once /ready
     answers 200; stop it afterwards."""
     port = free_port()
-    full_env = {**os.environ, "DAA_HOST": "127.0.0.1", "DAA_PORT": str(port), "DAA_LOG_LEVEL": "warning",
-                **(env or {})}
+    full_env = {**os.environ, "DAA_HOST": "127.0.0.1", "DAA_PORT": str(port), "DAA_LOG_LEVEL": "warning", **(env or {})}
     log: Any = open(log_path, "wb") if log_path else subprocess.DEVNULL
-    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=full_env, stdout=log,
-                            stderr=subprocess.STDOUT if log_path else None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app"], cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT if log_path else None
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + timeout

@@ -37,8 +37,14 @@ RunFn = Callable[[np.ndarray, int], Sequence[Any]]
 
 
 class MicroBatcher:
-    def __init__(self, run: RunFn, max_batch: int = 32, max_wait_s: float = 0.005, max_queue: int = 256,
-                 on_batch: Callable[[int, float], None] | None = None) -> None:
+    def __init__(
+        self,
+        run: RunFn,
+        max_batch: int = 32,
+        max_wait_s: float = 0.005,
+        max_queue: int = 256,
+        on_batch: Callable[[int, float], None] | None = None,
+    ) -> None:
         self._run = run
         self.max_batch, self.max_wait_s, self.max_queue = max_batch, max_wait_s, max_queue
         self._on_batch = on_batch
@@ -115,7 +121,7 @@ class MicroBatcher:
         results: list[Any] = []
         try:
             for start in range(0, len(crops), self.max_batch):  # one request may carry more faces than a batch
-                chunk = crops[start:start + self.max_batch]
+                chunk = crops[start : start + self.max_batch]
                 t0 = time.perf_counter()
                 results.extend(await loop.run_in_executor(self._executor, self._run, chunk, interval))
                 if self._on_batch:
@@ -129,5 +135,5 @@ class MicroBatcher:
         for item in items:
             n = len(item.crops)
             if not item.future.done():
-                item.future.set_result(results[offset:offset + n])
+                item.future.set_result(results[offset : offset + n])
             offset += n

@@ -20,18 +20,33 @@ from model.errors import ErrorCode, InputError
 log = logging.getLogger("daa.app")
 
 STATUS: dict[ErrorCode, int] = {
-    ErrorCode.EMPTY_FILE: 400, ErrorCode.INVALID_IMAGE: 400, ErrorCode.TRUNCATED_IMAGE: 400,
-    ErrorCode.UNAUTHORIZED: 401, ErrorCode.NOT_FOUND: 404, ErrorCode.METHOD_NOT_ALLOWED: 405,
-    ErrorCode.REQUEST_TIMEOUT: 408, ErrorCode.FILE_TOO_LARGE: 413, ErrorCode.IMAGE_TOO_LARGE: 413,
-    ErrorCode.UNSUPPORTED_IMAGE_TYPE: 415, ErrorCode.VALIDATION_ERROR: 422, ErrorCode.MIN_FACE_SIZE_UNSUPPORTED: 422,
-    ErrorCode.INFERENCE_FAILED: 500, ErrorCode.INTERNAL_ERROR: 500, ErrorCode.HTTP_ERROR: 400,
-    ErrorCode.OVERLOADED: 503, ErrorCode.NOT_READY: 503, ErrorCode.OUT_OF_MEMORY: 503, ErrorCode.NO_FACE: 200, ErrorCode.FILE_NOT_READABLE: 400,
+    ErrorCode.EMPTY_FILE: 400,
+    ErrorCode.INVALID_IMAGE: 400,
+    ErrorCode.TRUNCATED_IMAGE: 400,
+    ErrorCode.UNAUTHORIZED: 401,
+    ErrorCode.NOT_FOUND: 404,
+    ErrorCode.METHOD_NOT_ALLOWED: 405,
+    ErrorCode.REQUEST_TIMEOUT: 408,
+    ErrorCode.FILE_TOO_LARGE: 413,
+    ErrorCode.IMAGE_TOO_LARGE: 413,
+    ErrorCode.UNSUPPORTED_IMAGE_TYPE: 415,
+    ErrorCode.VALIDATION_ERROR: 422,
+    ErrorCode.MIN_FACE_SIZE_UNSUPPORTED: 422,
+    ErrorCode.INFERENCE_FAILED: 500,
+    ErrorCode.INTERNAL_ERROR: 500,
+    ErrorCode.HTTP_ERROR: 400,
+    ErrorCode.OVERLOADED: 503,
+    ErrorCode.NOT_READY: 503,
+    ErrorCode.OUT_OF_MEMORY: 503,
+    ErrorCode.NO_FACE: 200,
+    ErrorCode.FILE_NOT_READABLE: 400,
 }
 
 
 class APIError(Exception):
-    def __init__(self, status: int, code: ErrorCode, message: str, detail: Any = None,
-                 headers: dict[str, str] | None = None) -> None:
+    def __init__(
+        self, status: int, code: ErrorCode, message: str, detail: Any = None, headers: dict[str, str] | None = None
+    ) -> None:
         super().__init__(message)
         self.status, self.code, self.message, self.detail, self.headers = status, code, message, detail, headers
 
@@ -40,8 +55,9 @@ class APIError(Exception):
         return cls(STATUS[exc.code], exc.code, exc.message, exc.detail)
 
 
-def error_response(status: int, code: ErrorCode, message: str, detail: Any = None,
-                   headers: dict[str, str] | None = None) -> JSONResponse:
+def error_response(
+    status: int, code: ErrorCode, message: str, detail: Any = None, headers: dict[str, str] | None = None
+) -> JSONResponse:
     body = ErrorResponse(code=code, message=message, detail=detail).model_dump(mode="json")
     return JSONResponse(status_code=status, content=body, headers=headers)
 
@@ -57,10 +73,10 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
-        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")}
-                  for e in exc.errors()]
-        return error_response(422, ErrorCode.VALIDATION_ERROR, "the request is missing a field or has an invalid value",
-                              detail)
+        detail = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""), "type": e.get("type", "")} for e in exc.errors()]
+        return error_response(
+            422, ErrorCode.VALIDATION_ERROR, "the request is missing a field or has an invalid value", detail
+        )
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
@@ -71,8 +87,13 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
     async def _memory(_: Request, exc: MemoryError) -> JSONResponse:
         # An allocation that failed for one request: the process lives on; the client may retry later.
         log.warning("a request ran out of memory")
-        return error_response(503, ErrorCode.OUT_OF_MEMORY, "the server could not allocate memory for this request; "
-                              "retry later or send a smaller image", None, {"Retry-After": str(retry_after_s)})
+        return error_response(
+            503,
+            ErrorCode.OUT_OF_MEMORY,
+            "the server could not allocate memory for this request; retry later or send a smaller image",
+            None,
+            {"Retry-After": str(retry_after_s)},
+        )
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:

@@ -47,8 +47,10 @@ def create_app(settings: Settings | None = None, on_load_failure: Callable[[], N
     app = FastAPI(
         title="DAA age estimation",
         version=API_VERSION,
-        description=("Facial age estimation with the Delta Age AdaIN method (Chen et al., CVPR 2023). Every face "
-                     "comes with its age, an uncertainty, and its delta age to each reference age."),
+        description=(
+            "Facial age estimation with the Delta Age AdaIN method (Chen et al., CVPR 2023). Every face "
+            "comes with its age, an uncertainty, and its delta age to each reference age."
+        ),
         lifespan=lifespan,
     )
     app.state.service = None
@@ -58,8 +60,13 @@ def create_app(settings: Settings | None = None, on_load_failure: Callable[[], N
     app.state.api_keys = APIKeys(settings.keys())
     install_error_handlers(app, settings.retry_after_s)
     if settings.cors_origins:
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
-                           allow_headers=["X-API-Key", "Authorization", "Content-Type"], max_age=600)
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET", "POST"],
+            allow_headers=["X-API-Key", "Authorization", "Content-Type"],
+            max_age=600,
+        )
     app.include_router(router)
     from app.page import router as page_router  # the browser page at GET /
 
@@ -68,8 +75,9 @@ def create_app(settings: Settings | None = None, on_load_failure: Callable[[], N
     return app
 
 
-async def _load(app: FastAPI, settings: Settings, payload: dict[str, Any], telemetry: Telemetry,
-                on_failure: Callable[[], None] | None) -> None:
+async def _load(
+    app: FastAPI, settings: Settings, payload: dict[str, Any], telemetry: Telemetry, on_failure: Callable[[], None] | None
+) -> None:
     try:
         service = await asyncio.to_thread(Service.load, settings, payload, telemetry)
         await service.start()
@@ -93,10 +101,19 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
         schema.setdefault("components", {}).setdefault("schemas", {})["Body_estimate_age"] = {
-            "properties": {"file": {"contentMediaType": "application/octet-stream", "format": "binary",
-                                    "description": "the photo: JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF",
-                                    "title": "File", "type": "string"}},
-            "required": ["file"], "title": "Body_estimate_age", "type": "object"}
+            "properties": {
+                "file": {
+                    "contentMediaType": "application/octet-stream",
+                    "format": "binary",
+                    "description": "the photo: JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF",
+                    "title": "File",
+                    "type": "string",
+                }
+            },
+            "required": ["file"],
+            "title": "Body_estimate_age",
+            "type": "object",
+        }
         app.openapi_schema = schema
     return app.openapi_schema
 

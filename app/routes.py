@@ -49,15 +49,24 @@ class ReferenceInterval(IntEnum):
 
 ERRORS: dict[int | str, dict[str, Any]] = {
     code: {"model": ErrorResponse, "description": d}
-    for code, d in {400: "empty, corrupt or truncated image", 401: "an API key is needed (when the service has keys)",
-                    408: "the upload did not arrive in time", 413: "upload or image too large",
-                    415: "not an image, or an unsupported format",
-                    422: "missing file, invalid option, or a minimum face size the photo cannot be searched for",
-                    500: "the model call failed",
-                    503: "overloaded or not ready; retry after Retry-After"}.items()}
+    for code, d in {
+        400: "empty, corrupt or truncated image",
+        401: "an API key is needed (when the service has keys)",
+        408: "the upload did not arrive in time",
+        413: "upload or image too large",
+        415: "not an image, or an unsupported format",
+        422: "missing file, invalid option, or a minimum face size the photo cannot be searched for",
+        500: "the model call failed",
+        503: "overloaded or not ready; retry after Retry-After",
+    }.items()
+}
 # The body is read by app/uploads.py as it streams; this declares it for the OpenAPI schema and generated clients.
-UPLOAD_BODY = {"requestBody": {"required": True, "content": {"multipart/form-data": {
-    "schema": {"$ref": "#/components/schemas/Body_estimate_age"}}}}}
+UPLOAD_BODY = {
+    "requestBody": {
+        "required": True,
+        "content": {"multipart/form-data": {"schema": {"$ref": "#/components/schemas/Body_estimate_age"}}},
+    }
+}
 
 
 def get_service(request: Request) -> Service:
@@ -69,41 +78,76 @@ def get_service(request: Request) -> Service:
 
 
 def overloaded(service: Service, what: str) -> APIError:
-    return APIError(503, ErrorCode.OVERLOADED, f"the service is busy ({what}); retry shortly", None,
-                    headers={"Retry-After": str(service.settings.retry_after_s)})
+    return APIError(
+        503,
+        ErrorCode.OVERLOADED,
+        f"the service is busy ({what}); retry shortly",
+        None,
+        headers={"Retry-After": str(service.settings.retry_after_s)},
+    )
 
 
 def to_response(result: PhotoResult, service: Service, include_deltas: bool, total_s: float) -> EstimateResponse:
     est = service.pipeline.estimator
-    faces = [FaceEstimate(
-        box=Box(x1=f.detection.box[0], y1=f.detection.box[1], x2=f.detection.box[2], y2=f.detection.box[3]),
-        detection_score=min(max(f.detection.score, 0.0), 1.0),
-        landmarks=[Point(x=x, y=y) for x, y in f.detection.landmarks],
-        age=round(f.age, 3), uncertainty=round(f.spread, 3),
-        age_range=AgeRange(low=round(f.age_range[0], 3), high=round(f.age_range[1], 3)),
-        delta_ages=[round(d, 4) for d in f.deltas] if include_deltas else None) for f in result.faces]
+    faces = [
+        FaceEstimate(
+            box=Box(x1=f.detection.box[0], y1=f.detection.box[1], x2=f.detection.box[2], y2=f.detection.box[3]),
+            detection_score=min(max(f.detection.score, 0.0), 1.0),
+            landmarks=[Point(x=x, y=y) for x, y in f.detection.landmarks],
+            age=round(f.age, 3),
+            uncertainty=round(f.spread, 3),
+            age_range=AgeRange(low=round(f.age_range[0], 3), high=round(f.age_range[1], 3)),
+            delta_ages=[round(d, 4) for d in f.deltas] if include_deltas else None,
+        )
+        for f in result.faces
+    ]
     t = result.timing
     return EstimateResponse(
-        faces=faces, reference_ages=result.reference_ages, min_face_size=round(result.min_face_size, 1),
+        faces=faces,
+        reference_ages=result.reference_ages,
+        min_face_size=round(result.min_face_size, 1),
         image=ImageInfo(width=result.width, height=result.height, format=result.format),
         model=ModelRef(name=est.name, version=est.version),
-        timing=Timing(decode_ms=round(t["decode"] * 1000, 2), detect_ms=round(t["detect"] * 1000, 2),
-                      estimate_ms=round(t["estimate"] * 1000, 2), total_ms=round(total_s * 1000, 2)))
+        timing=Timing(
+            decode_ms=round(t["decode"] * 1000, 2),
+            detect_ms=round(t["detect"] * 1000, 2),
+            estimate_ms=round(t["estimate"] * 1000, 2),
+            total_ms=round(total_s * 1000, 2),
+        ),
+    )
 
 
-@router.post("/estimate", operation_id="estimate_age", response_model=EstimateResponse, responses=ERRORS,
-             summary="Estimate the age of every face in a photo", tags=["estimation"], openapi_extra=UPLOAD_BODY,
-             dependencies=[Depends(require_key)])
+@router.post(
+    "/estimate",
+    operation_id="estimate_age",
+    response_model=EstimateResponse,
+    responses=ERRORS,
+    summary="Estimate the age of every face in a photo",
+    tags=["estimation"],
+    openapi_extra=UPLOAD_BODY,
+    dependencies=[Depends(require_key)],
+)
 async def estimate_age(
     request: Request,
     service: Annotated[Service, Depends(get_service)],
-    max_faces: Annotated[int | None, Query(ge=1, le=100, description="at most this many faces, largest first "
-                                                                     "(up to the service's DAA_MAX_FACES)")] = None,
-    min_face_size: Annotated[int | None, Query(ge=12, le=10000, description=(
-        "smallest face side in pixels; a large photo may not allow a small value within the detection budget "
-        "(422 min_face_size_unsupported names the smallest possible)"))] = None,
-    reference_interval: Annotated[ReferenceInterval, Query(
-        description="use every k-th reference age (paper Table 7): 1 gives all 100")] = ReferenceInterval.every_1,
+    max_faces: Annotated[
+        int | None,
+        Query(ge=1, le=100, description="at most this many faces, largest first (up to the service's DAA_MAX_FACES)"),
+    ] = None,
+    min_face_size: Annotated[
+        int | None,
+        Query(
+            ge=12,
+            le=10000,
+            description=(
+                "smallest face side in pixels; a large photo may not allow a small value within the detection budget "
+                "(422 min_face_size_unsupported names the smallest possible)"
+            ),
+        ),
+    ] = None,
+    reference_interval: Annotated[
+        ReferenceInterval, Query(description="use every k-th reference age (paper Table 7): 1 gives all 100")
+    ] = ReferenceInterval.every_1,
     include_deltas: Annotated[bool, Query(description="include the per-reference delta ages")] = True,
 ) -> Any:
     t_start = time.perf_counter()
@@ -114,9 +158,14 @@ async def estimate_age(
     try:
         data = await read_upload(request, service.settings.max_upload_bytes, service.settings.body_timeout_s)
         options = PipelineOptions(max_faces, min_face_size, int(reference_interval))
-        result = await service.pipeline.run_async(data, options, service.executor, service.batcher.submit,
-                                                  still_wanted=lambda: _connected(request),
-                                                  slots=service.prepare_slots)
+        result = await service.pipeline.run_async(
+            data,
+            options,
+            service.executor,
+            service.batcher.submit,
+            still_wanted=lambda: _connected(request),
+            slots=service.prepare_slots,
+        )
         del data
         response = to_response(result, service, include_deltas, time.perf_counter() - t_start)
         service.telemetry.faces.inc(len(result.faces))
@@ -148,23 +197,40 @@ async def _connected(request: Request) -> bool:
 
 
 @router.head("/health", include_in_schema=False)
-@router.get("/health", operation_id="get_health", response_model=HealthResponse, tags=["operations"],
-            summary="Liveness: the process is up")
+@router.get(
+    "/health",
+    operation_id="get_health",
+    response_model=HealthResponse,
+    tags=["operations"],
+    summary="Liveness: the process is up",
+)
 async def get_health() -> HealthResponse:
     return HealthResponse()
 
 
 @router.head("/ready", include_in_schema=False)
-@router.get("/ready", operation_id="get_readiness", response_model=ReadyResponse, tags=["operations"],
-            summary="Readiness: the model and detector are loaded", responses={503: ERRORS[503]})
+@router.get(
+    "/ready",
+    operation_id="get_readiness",
+    response_model=ReadyResponse,
+    tags=["operations"],
+    summary="Readiness: the model and detector are loaded",
+    responses={503: ERRORS[503]},
+)
 async def get_readiness(service: Annotated[Service, Depends(get_service)]) -> ReadyResponse:
     est = service.pipeline.estimator
     return ReadyResponse(ready=True, model=est.name, device=str(est.device))
 
 
-@router.get("/model", operation_id="get_model_info", response_model=ModelInfo, tags=["operations"],
-            summary="The served model: architecture, references, parameters and model-card metrics",
-            responses={401: ERRORS[401], 503: ERRORS[503]}, dependencies=[Depends(require_key)])
+@router.get(
+    "/model",
+    operation_id="get_model_info",
+    response_model=ModelInfo,
+    tags=["operations"],
+    summary="The served model: architecture, references, parameters and model-card metrics",
+    responses={401: ERRORS[401], 503: ERRORS[503]},
+    dependencies=[Depends(require_key)],
+)
 async def get_model_info(service: Annotated[Service, Depends(get_service)]) -> ModelInfo:
     est = service.pipeline.estimator
     meta = est.metadata
@@ -174,10 +240,20 @@ async def get_model_info(service: Annotated[Service, Depends(get_service)]) -> M
     if isinstance(training.get("split"), dict):
         training["split"] = {k: v for k, v in training["split"].items() if k != "file"}
     return ModelInfo(
-        name=est.name, version=est.version, architecture=est.config.to_dict(), parameters=est.parameters,
-        reference_ages=est.references(1), reference_intervals=[int(k) for k in ReferenceInterval],
-        crop=est.config.crop, device=str(est.device), runtime=est.runtime, flip_tta=est.flip_tta,
-        range_factor=est.range_factor, metrics=dict(meta.get("metrics") or {}), training=training)
+        name=est.name,
+        version=est.version,
+        architecture=est.config.to_dict(),
+        parameters=est.parameters,
+        reference_ages=est.references(1),
+        reference_intervals=[int(k) for k in ReferenceInterval],
+        crop=est.config.crop,
+        device=str(est.device),
+        runtime=est.runtime,
+        flip_tta=est.flip_tta,
+        range_factor=est.range_factor,
+        metrics=dict(meta.get("metrics") or {}),
+        training=training,
+    )
 
 
 async def metrics_access(request: Request) -> None:
@@ -191,9 +267,15 @@ async def _bearer(request: Request) -> Any:
     return await bearer(request)
 
 
-@router.get("/metrics", operation_id="get_metrics", tags=["operations"], summary="Prometheus metrics",
-            response_class=Response, responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
-            dependencies=[Depends(metrics_access)])
+@router.get(
+    "/metrics",
+    operation_id="get_metrics",
+    tags=["operations"],
+    summary="Prometheus metrics",
+    response_class=Response,
+    responses={200: {"content": {CONTENT_TYPE_LATEST: {}}}},
+    dependencies=[Depends(metrics_access)],
+)
 async def get_metrics(request: Request) -> Response:
     telemetry = request.app.state.telemetry
     service: Service | None = getattr(request.app.state, "service", None)

@@ -12,8 +12,13 @@ from model.errors import ErrorCode
 class ErrorResponse(BaseModel):
     """Every 4xx and 5xx answer has this body."""
 
-    model_config = ConfigDict(json_schema_extra={"examples": [
-        {"code": "invalid_image", "message": "the upload is not an image this service can read", "detail": None}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"code": "invalid_image", "message": "the upload is not an image this service can read", "detail": None}
+            ]
+        }
+    )
     code: ErrorCode = Field(description="machine-readable error code")
     message: str = Field(description="human-readable explanation")
     detail: Any = Field(None, description="extra context, e.g. the validation errors or the limit exceeded")
@@ -32,8 +37,10 @@ class Point(BaseModel):
 
 
 class AgeRange(BaseModel):
-    low: float = Field(description="age - k x uncertainty, floored at 0; k is fitted so the range held 95% of "
-                                   "true ages on the model's validation data (GET /model: range_factor)")
+    low: float = Field(
+        description="age - k x uncertainty, floored at 0; k is fitted so the range held 95% of "
+        "true ages on the model's validation data (GET /model: range_factor)"
+    )
     high: float = Field(description="age + k x uncertainty")
 
 
@@ -45,7 +52,8 @@ class FaceEstimate(BaseModel):
     uncertainty: float = Field(ge=0, description="spread (standard deviation) of y - delta_y over the references")
     age_range: AgeRange
     delta_ages: list[float] | None = Field(
-        None, description="delta age to each reference age in reference_ages, in order (omitted when not asked)")
+        None, description="delta age to each reference age in reference_ages, in order (omitted when not asked)"
+    )
 
 
 class ImageInfo(BaseModel):
@@ -67,20 +75,42 @@ class Timing(BaseModel):
 
 
 class EstimateResponse(BaseModel):
-    model_config = ConfigDict(json_schema_extra={"examples": [{
-        "faces": [{"box": {"x1": 90.1, "y1": 33.4, "x2": 133.2, "y2": 86.0}, "detection_score": 0.999,
-                   "landmarks": [{"x": 101.2, "y": 55.0}, {"x": 121.9, "y": 55.3}, {"x": 111.6, "y": 66.1},
-                                 {"x": 103.0, "y": 75.4}, {"x": 119.8, "y": 75.6}],
-                   "age": 38.4, "uncertainty": 2.1, "age_range": {"low": 34.3, "high": 42.5},
-                   "delta_ages": [-38.2, -29.1, -18.7, -8.9, 1.2, 11.0, 21.4, 31.3, 41.5, 51.6]}],
-        "reference_ages": [0, 10, 20, 30, 40, 50, 60, 70, 80, 90], "min_face_size": 40,
-        "image": {"width": 256, "height": 256, "format": "JPEG"},
-        "model": {"name": "daa-dlib-ensemble-utkface", "version": "1"},
-        "timing": {"decode_ms": 1.2, "detect_ms": 30.5, "estimate_ms": 6.1, "total_ms": 38.9}}]})
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "faces": [
+                        {
+                            "box": {"x1": 90.1, "y1": 33.4, "x2": 133.2, "y2": 86.0},
+                            "detection_score": 0.999,
+                            "landmarks": [
+                                {"x": 101.2, "y": 55.0},
+                                {"x": 121.9, "y": 55.3},
+                                {"x": 111.6, "y": 66.1},
+                                {"x": 103.0, "y": 75.4},
+                                {"x": 119.8, "y": 75.6},
+                            ],
+                            "age": 38.4,
+                            "uncertainty": 2.1,
+                            "age_range": {"low": 34.3, "high": 42.5},
+                            "delta_ages": [-38.2, -29.1, -18.7, -8.9, 1.2, 11.0, 21.4, 31.3, 41.5, 51.6],
+                        }
+                    ],
+                    "reference_ages": [0, 10, 20, 30, 40, 50, 60, 70, 80, 90],
+                    "min_face_size": 40,
+                    "image": {"width": 256, "height": 256, "format": "JPEG"},
+                    "model": {"name": "daa-dlib-ensemble-utkface", "version": "1"},
+                    "timing": {"decode_ms": 1.2, "detect_ms": 30.5, "estimate_ms": 6.1, "total_ms": 38.9},
+                }
+            ]
+        }
+    )
     faces: list[FaceEstimate] = Field(description="detected faces, largest first; empty when there is none")
     reference_ages: list[int] = Field(description="the reference ages y the delta ages refer to")
-    min_face_size: float = Field(description="the smallest face searched for, in the photo's pixels: the request's "
-                                             "or the default minimum, raised where the detection budget needs it")
+    min_face_size: float = Field(
+        description="the smallest face searched for, in the photo's pixels: the request's "
+        "or the default minimum, raised where the detection budget needs it"
+    )
     image: ImageInfo
     model: ModelRef
     timing: Timing
@@ -100,7 +130,8 @@ class ModelInfo(BaseModel):
     name: str
     version: str
     architecture: dict[str, Any] = Field(
-        description="the model config stored in the checkpoint; an ensemble's lists its members' configs under 'members'")
+        description="the model config stored in the checkpoint; an ensemble's lists its members' configs under 'members'"
+    )
     parameters: int
     reference_ages: list[int]
     reference_intervals: list[int]
@@ -108,7 +139,8 @@ class ModelInfo(BaseModel):
     device: str
     runtime: Literal["torch", "onnxruntime"] = Field(description="what runs the encoder and MTCNN")
     flip_tta: bool
-    range_factor: float = Field(description="k in age_range = age +- k x uncertainty, fitted on validation data so the "
-                                            "range holds 95% of true ages")
+    range_factor: float = Field(
+        description="k in age_range = age +- k x uncertainty, fitted on validation data so the range holds 95% of true ages"
+    )
     metrics: dict[str, Any] = Field(description="the model card's evaluation metrics, from the checkpoint metadata")
     training: dict[str, Any] = Field(description="data, split and command the checkpoint was trained with")

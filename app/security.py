@@ -14,10 +14,15 @@ from model.errors import ErrorCode
 
 # auto_error=False: the check below answers in the service's error model; declared so the OpenAPI schema (and
 # clients generated from it) know both schemes.
-api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="ApiKeyHeader",
-                              description="one of the service's API keys (only when it has keys)")
-bearer = HTTPBearer(auto_error=False, scheme_name="BearerKey",
-                    description="an API key as a bearer token (only when the service has keys)")
+api_key_header = APIKeyHeader(
+    name="X-API-Key",
+    auto_error=False,
+    scheme_name="ApiKeyHeader",
+    description="one of the service's API keys (only when it has keys)",
+)
+bearer = HTTPBearer(
+    auto_error=False, scheme_name="BearerKey", description="an API key as a bearer token (only when the service has keys)"
+)
 
 
 class APIKeys:
@@ -39,13 +44,20 @@ class APIKeys:
         return found
 
 
-async def require_key(request: Request,
-                      header: Annotated[str | None, Security(api_key_header)] = None,
-                      token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None) -> None:
+async def require_key(
+    request: Request,
+    header: Annotated[str | None, Security(api_key_header)] = None,
+    token: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)] = None,
+) -> None:
     keys: APIKeys = request.app.state.api_keys
     if not keys.enabled:
         return
     if keys.accepts(header) or keys.accepts(token.credentials if token else None):
         return
-    raise APIError(401, ErrorCode.UNAUTHORIZED, "this service needs an API key: send it as X-API-Key or as a "
-                   "Bearer token", None, headers={"WWW-Authenticate": 'Bearer realm="daa-age"'})
+    raise APIError(
+        401,
+        ErrorCode.UNAUTHORIZED,
+        "this service needs an API key: send it as X-API-Key or as a Bearer token",
+        None,
+        headers={"WWW-Authenticate": 'Bearer realm="daa-age"'},
+    )

@@ -79,7 +79,16 @@ def raise_open_file_limit() -> int:
 def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
     """``app``: the application, or ``"app.main:app"`` when several worker processes each build their own."""
     return uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=settings.log_level, workers=settings.workers,
-        http=GuardedHTTPProtocol, timeout_keep_alive=settings.keepalive_timeout_s, timeout_graceful_shutdown=10,
-        limit_concurrency=settings.max_connections, backlog=min(2048, 4 * settings.max_connections),
-        h11_max_incomplete_event_size=64 * 1024, server_header=False)
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        workers=settings.workers,
+        http=GuardedHTTPProtocol,
+        timeout_keep_alive=settings.keepalive_timeout_s,
+        timeout_graceful_shutdown=10,
+        limit_concurrency=settings.max_connections,
+        backlog=min(2048, 4 * settings.max_connections),
+        h11_max_incomplete_event_size=64 * 1024,
+        server_header=False,
+    )

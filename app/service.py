@@ -50,8 +50,7 @@ class Service:
         self.prepare_slots = asyncio.Semaphore(self.settings.prepare_threads)
 
     @classmethod
-    def load(cls, settings: Settings, payload: dict[str, Any] | None = None, telemetry: Telemetry | None = None
-             ) -> Service:
+    def load(cls, settings: Settings, payload: dict[str, Any] | None = None, telemetry: Telemetry | None = None) -> Service:
         """Build the model and MTCNN (``payload``: the checkpoint already read); raises
         :class:`model.checkpoint.CheckpointError` on a bad checkpoint."""
         threads = settings.kernel_threads()
@@ -59,20 +58,43 @@ class Service:
             torch.set_num_threads(threads)  # this worker process's kernels; the server owns the process
         from model.estimator import Estimator
 
-        estimator = Estimator(settings.checkpoint, settings.device, settings.flip_tta, settings.runtime,
-                              payload=payload, threads=threads)
+        estimator = Estimator(
+            settings.checkpoint, settings.device, settings.flip_tta, settings.runtime, payload=payload, threads=threads
+        )
         detector = FaceDetector(
-            DetectorSettings(min_face_size=settings.min_face_size, thresholds=settings.mtcnn_thresholds,
-                             min_score=settings.detection_threshold, max_side=settings.detect_max_side),
-            device=estimator.device, runtime=settings.runtime)
-        pipeline = AgePipeline(estimator, detector, PipelineLimits(
-            max_image_pixels=settings.max_image_pixels, max_faces=settings.max_faces,
-            min_face_size=settings.min_face_size))
+            DetectorSettings(
+                min_face_size=settings.min_face_size,
+                thresholds=settings.mtcnn_thresholds,
+                min_score=settings.detection_threshold,
+                max_side=settings.detect_max_side,
+            ),
+            device=estimator.device,
+            runtime=settings.runtime,
+        )
+        pipeline = AgePipeline(
+            estimator,
+            detector,
+            PipelineLimits(
+                max_image_pixels=settings.max_image_pixels,
+                max_faces=settings.max_faces,
+                min_face_size=settings.min_face_size,
+            ),
+        )
         telemetry = telemetry or Telemetry()
-        batcher = MicroBatcher(pipeline.estimate, settings.max_batch_size, settings.max_wait_ms / 1000.0,
-                               settings.max_queue, on_batch=telemetry.on_batch)
-        return cls(settings, pipeline, batcher, telemetry,
-                   ThreadPoolExecutor(max_workers=settings.prepare_threads, thread_name_prefix="daa-prepare"))
+        batcher = MicroBatcher(
+            pipeline.estimate,
+            settings.max_batch_size,
+            settings.max_wait_ms / 1000.0,
+            settings.max_queue,
+            on_batch=telemetry.on_batch,
+        )
+        return cls(
+            settings,
+            pipeline,
+            batcher,
+            telemetry,
+            ThreadPoolExecutor(max_workers=settings.prepare_threads, thread_name_prefix="daa-prepare"),
+        )
 
     async def start(self) -> None:
         await self.batcher.start()

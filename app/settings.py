@@ -15,8 +15,10 @@ DEFAULT_MODEL = "daa-dlib-ensemble-utkface.pt"
 def default_checkpoint() -> Path:
     """The bundled model: ``models/`` of a source checkout, or ``share/daa-age/models`` where ``pip install .``
     put it (pyproject's data-files), so an installed package finds its own model."""
-    candidates = [Path(__file__).resolve().parent.parent / "models" / DEFAULT_MODEL,
-                  Path(sys.prefix) / "share" / "daa-age" / "models" / DEFAULT_MODEL]
+    candidates = [
+        Path(__file__).resolve().parent.parent / "models" / DEFAULT_MODEL,
+        Path(sys.prefix) / "share" / "daa-age" / "models" / DEFAULT_MODEL,
+    ]
     return next((c for c in candidates if c.is_file()), candidates[0])
 
 
@@ -26,12 +28,18 @@ class Settings(BaseSettings):
     # Model
     checkpoint: Path = Field(default_factory=default_checkpoint, description="DAA checkpoint to serve")
     device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
-    threads: int = Field(1, ge=1, description=(
-        "CPU threads of each kernel call (torch, ONNX Runtime); each worker already runs two stages at once "
-        "(decode/detect and the model), so 1 keeps them from oversubscribing the cores"))
+    threads: int = Field(
+        1,
+        ge=1,
+        description=(
+            "CPU threads of each kernel call (torch, ONNX Runtime); each worker already runs two stages at once "
+            "(decode/detect and the model), so 1 keeps them from oversubscribing the cores"
+        ),
+    )
     flip_tta: bool = Field(True, description="average each face with its mirror image (as the model card measured)")
     runtime: Literal["auto", "torch", "onnxruntime"] = Field(
-        "auto", description="auto: ONNX Runtime for the encoder and MTCNN on CPU when installed, else torch")
+        "auto", description="auto: ONNX Runtime for the encoder and MTCNN on CPU when installed, else torch"
+    )
 
     # Processes and admission
     workers: int = Field(1, ge=1, le=64, description="server processes, each with its own model and batcher")
@@ -41,8 +49,11 @@ class Settings(BaseSettings):
     # Batching across requests
     max_batch_size: int = Field(32, ge=1, le=1024, description="faces per model call")
     max_wait_ms: float = Field(
-        0.0, ge=0, le=1000,
-        description="how long a batch waits to fill; 0: take the faces that queued while the model was busy")
+        0.0,
+        ge=0,
+        le=1000,
+        description="how long a batch waits to fill; 0: take the faces that queued while the model was busy",
+    )
     max_queue: int = Field(256, ge=1, description="faces waiting for the model before 503")
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503")
 
@@ -53,18 +64,21 @@ class Settings(BaseSettings):
     # Detection
     min_face_size: int = Field(40, ge=12, description="default minimum face side in pixels")
     max_faces: int = Field(20, ge=1, le=100, description="default and upper limit of faces per image")
-    detect_max_side: int = Field(1024, ge=64, le=4096,
-                                 description="detection budget: photos are detected on a copy at most this long")
+    detect_max_side: int = Field(
+        1024, ge=64, le=4096, description="detection budget: photos are detected on a copy at most this long"
+    )
     detection_threshold: float = Field(0.9, ge=0, le=1, description="minimum MTCNN face probability")
     mtcnn_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
 
     # Exposure
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
-        default_factory=list, description="comma-separated keys; when any is set, /estimate and /model need one")
+        default_factory=list, description="comma-separated keys; when any is set, /estimate and /model need one"
+    )
     api_keys_file: Path | None = Field(None, description="a file of keys, one per line (a mounted secret)")
     metrics_need_key: bool = Field(False, description="/metrics needs a key too (when keys are set)")
     cors_origins: Annotated[list[str], NoDecode] = Field(
-        default_factory=list, description="comma-separated origins allowed by CORS; none by default")
+        default_factory=list, description="comma-separated origins allowed by CORS; none by default"
+    )
 
     # Server
     host: str = "0.0.0.0"
@@ -90,8 +104,10 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _consistent(self) -> Settings:
         if self.max_queue < self.max_faces:
-            raise ValueError(f"DAA_MAX_QUEUE ({self.max_queue}) must hold at least one photo's faces "
-                             f"(DAA_MAX_FACES = {self.max_faces}), or such a photo could never be served")
+            raise ValueError(
+                f"DAA_MAX_QUEUE ({self.max_queue}) must hold at least one photo's faces "
+                f"(DAA_MAX_FACES = {self.max_faces}), or such a photo could never be served"
+            )
         return self
 
     def kernel_threads(self) -> int:

@@ -34,8 +34,9 @@ class _FilePart:
         self._in_file = False
 
     def _too_large(self) -> APIError:
-        return APIError(413, ErrorCode.FILE_TOO_LARGE, f"uploads are limited to {self.max_bytes} bytes",
-                        {"max_bytes": self.max_bytes})
+        return APIError(
+            413, ErrorCode.FILE_TOO_LARGE, f"uploads are limited to {self.max_bytes} bytes", {"max_bytes": self.max_bytes}
+        )
 
     def on_part_begin(self) -> None:
         self._name, self._in_file = None, False
@@ -56,9 +57,12 @@ class _FilePart:
         if self._name == FIELD.encode():
             self.parts += 1
             if self.parts > 1:
-                raise APIError(422, ErrorCode.VALIDATION_ERROR, "send one photo per request: the body has more than "
-                               "one 'file' part", [{"loc": ["body", FIELD], "msg": "more than one file part",
-                                                    "type": "value_error"}])
+                raise APIError(
+                    422,
+                    ErrorCode.VALIDATION_ERROR,
+                    "send one photo per request: the body has more than one 'file' part",
+                    [{"loc": ["body", FIELD], "msg": "more than one file part", "type": "value_error"}],
+                )
             self._in_file = True
 
     def on_part_data(self, data: bytes, start: int, end: int) -> None:
@@ -72,8 +76,12 @@ class _FilePart:
 
 
 def _missing_file() -> APIError:
-    return APIError(422, ErrorCode.VALIDATION_ERROR, "the request is missing a field or has an invalid value",
-                    [{"loc": ["body", FIELD], "msg": "Field required", "type": "missing"}])
+    return APIError(
+        422,
+        ErrorCode.VALIDATION_ERROR,
+        "the request is missing a field or has an invalid value",
+        [{"loc": ["body", FIELD], "msg": "Field required", "type": "missing"}],
+    )
 
 
 async def read_upload(request: Request, max_bytes: int, timeout_s: float) -> bytes:
@@ -84,14 +92,20 @@ async def read_upload(request: Request, max_bytes: int, timeout_s: float) -> byt
         raise _missing_file()
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes + ENVELOPE_BYTES:
-        raise APIError(413, ErrorCode.FILE_TOO_LARGE, f"uploads are limited to {max_bytes} bytes",
-                       {"max_bytes": max_bytes})
+        raise APIError(413, ErrorCode.FILE_TOO_LARGE, f"uploads are limited to {max_bytes} bytes", {"max_bytes": max_bytes})
     part = _FilePart(max_bytes)
-    parser = MultipartParser(params[b"boundary"], {
-        "on_part_begin": part.on_part_begin, "on_header_field": part.on_header_field,
-        "on_header_value": part.on_header_value, "on_header_end": part.on_header_end,
-        "on_headers_finished": part.on_headers_finished, "on_part_data": part.on_part_data,
-        "on_part_end": part.on_part_end})
+    parser = MultipartParser(
+        params[b"boundary"],
+        {
+            "on_part_begin": part.on_part_begin,
+            "on_header_field": part.on_header_field,
+            "on_header_value": part.on_header_value,
+            "on_header_end": part.on_header_end,
+            "on_headers_finished": part.on_headers_finished,
+            "on_part_data": part.on_part_data,
+            "on_part_end": part.on_part_end,
+        },
+    )
     received = 0
     deadline = time.monotonic() + timeout_s
     stream = request.stream().__aiter__()
@@ -111,15 +125,24 @@ async def read_upload(request: Request, max_bytes: int, timeout_s: float) -> byt
                 parser.write(chunk)
         parser.finalize()
     except TimeoutError as exc:
-        raise APIError(408, ErrorCode.REQUEST_TIMEOUT, f"the upload did not arrive within {timeout_s:g} s",
-                       {"timeout_s": timeout_s}, headers={"Connection": "close"}) from exc
+        raise APIError(
+            408,
+            ErrorCode.REQUEST_TIMEOUT,
+            f"the upload did not arrive within {timeout_s:g} s",
+            {"timeout_s": timeout_s},
+            headers={"Connection": "close"},
+        ) from exc
     except ClientDisconnect:
         raise
     except APIError:
         raise
     except Exception as exc:  # noqa: BLE001  (python-multipart's parse errors on a malformed body)
-        raise APIError(400, ErrorCode.INVALID_IMAGE if part.parts else ErrorCode.VALIDATION_ERROR,
-                       "the multipart body is malformed", type(exc).__name__) from exc
+        raise APIError(
+            400,
+            ErrorCode.INVALID_IMAGE if part.parts else ErrorCode.VALIDATION_ERROR,
+            "the multipart body is malformed",
+            type(exc).__name__,
+        ) from exc
     if not part.parts:
         raise _missing_file()
     return bytes(part.data)

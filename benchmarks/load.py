@@ -30,8 +30,16 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
 
 
-def run_load(base: str, photos: list[bytes], requests: int, concurrency: int, pid: int | None = None,
-             rss_marks: tuple[int, ...] = (), params: dict | None = None, timeout: float = 120.0) -> dict:
+def run_load(
+    base: str,
+    photos: list[bytes],
+    requests: int,
+    concurrency: int,
+    pid: int | None = None,
+    rss_marks: tuple[int, ...] = (),
+    params: dict | None = None,
+    timeout: float = 120.0,
+) -> dict:
     """Send ``requests`` POST /estimate calls, cycling through ``photos``; returns statuses, latencies (ms),
     throughput and the server's RSS (KiB) when the request counter passes each mark."""
     lock = threading.Lock()
@@ -51,8 +59,9 @@ def run_load(base: str, photos: list[bytes], requests: int, concurrency: int, pi
                 data = photos[i % len(photos)]
                 t0 = time.perf_counter()
                 try:
-                    status = client.post("/estimate", files={"file": ("p.jpg", data, "image/jpeg")},
-                                         params=params or {}).status_code
+                    status = client.post(
+                        "/estimate", files={"file": ("p.jpg", data, "image/jpeg")}, params=params or {}
+                    ).status_code
                 except httpx.HTTPError:
                     status = -1
                 ms = (time.perf_counter() - t0) * 1000
@@ -73,8 +82,16 @@ def run_load(base: str, photos: list[bytes], requests: int, concurrency: int, pi
     if pid is not None:
         rss[requests] = rss_kib(pid)
     ok = [ms for ms in latencies]
-    return {"requests": requests, "concurrency": concurrency, "statuses": dict(statuses),
-            "images_per_s": round(requests / wall, 2), "wall_s": round(wall, 1),
-            "p50_ms": round(percentile(ok, 50), 1), "p95_ms": round(percentile(ok, 95), 1),
-            "p99_ms": round(percentile(ok, 99), 1), "mean_ms": round(statistics.fmean(ok), 1),
-            "rss_kib": rss, "peak_rss_kib": peak_rss_kib(pid) if pid is not None else None}
+    return {
+        "requests": requests,
+        "concurrency": concurrency,
+        "statuses": dict(statuses),
+        "images_per_s": round(requests / wall, 2),
+        "wall_s": round(wall, 1),
+        "p50_ms": round(percentile(ok, 50), 1),
+        "p95_ms": round(percentile(ok, 95), 1),
+        "p99_ms": round(percentile(ok, 99), 1),
+        "mean_ms": round(statistics.fmean(ok), 1),
+        "rss_kib": rss,
+        "peak_rss_kib": peak_rss_kib(pid) if pid is not None else None,
+    }

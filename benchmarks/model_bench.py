@@ -64,12 +64,17 @@ def bench(encoder: str, batch: int, device: torch.device, repeats: int, min_seco
                 break
     med = {k: statistics.median(v) for k, v in times.items()}
     ratios = [d / f for d, f in zip(times["direct_head"], times["factorised_head"])]
-    out = {"encoder": encoder, "batch": batch, "rounds": rounds,
-           **{f"{k}_ms_per_face": round(v, 4) for k, v in med.items()},
-           "head_speedup": round(statistics.median(ratios), 1)}
+    out = {
+        "encoder": encoder,
+        "batch": batch,
+        "rounds": rounds,
+        **{f"{k}_ms_per_face": round(v, 4) for k, v in med.items()},
+        "head_speedup": round(statistics.median(ratios), 1),
+    }
     if "encoder_onnxruntime" in times:
-        out["onnxruntime_encoder_speedup"] = round(statistics.median(
-            [a / b for a, b in zip(times["encoder"], times["encoder_onnxruntime"])]), 2)
+        out["onnxruntime_encoder_speedup"] = round(
+            statistics.median([a / b for a, b in zip(times["encoder"], times["encoder_onnxruntime"])]), 2
+        )
     return out
 
 
@@ -92,19 +97,27 @@ def main(argv: list[str] | None = None) -> None:
     torch.set_flush_denormal(True)
     rows = []
     print(f"machine: {machine(device)}; torch {torch.__version__}")
-    print(f"{'encoder':<12} {'batch':>5} {'encoder ms':>11} {'direct ms':>10} {'factorised ms':>14} {'speed-up':>9} "
-          f"{'ORT encoder ms':>15} {'ORT speed-up':>13}")
+    print(
+        f"{'encoder':<12} {'batch':>5} {'encoder ms':>11} {'direct ms':>10} {'factorised ms':>14} {'speed-up':>9} "
+        f"{'ORT encoder ms':>15} {'ORT speed-up':>13}"
+    )
     for enc in args.encoders.split(","):
         for b in (int(v) for v in args.batches.split(",")):
             r = bench(enc, b, device, args.repeats, args.min_seconds)
             rows.append(r)
-            print(f"{enc:<12} {b:>5} {r['encoder_ms_per_face']:>11.3f} {r['direct_head_ms_per_face']:>10.3f} "
-                  f"{r['factorised_head_ms_per_face']:>14.3f} {r['head_speedup']:>8.1f}x "
-                  f"{r.get('encoder_onnxruntime_ms_per_face', float('nan')):>15.3f} "
-                  f"{r.get('onnxruntime_encoder_speedup', float('nan')):>12.2f}x", flush=True)
+            print(
+                f"{enc:<12} {b:>5} {r['encoder_ms_per_face']:>11.3f} {r['direct_head_ms_per_face']:>10.3f} "
+                f"{r['factorised_head_ms_per_face']:>14.3f} {r['head_speedup']:>8.1f}x "
+                f"{r.get('encoder_onnxruntime_ms_per_face', float('nan')):>15.3f} "
+                f"{r.get('onnxruntime_encoder_speedup', float('nan')):>12.2f}x",
+                flush=True,
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"machine": machine(device), "device": str(device), "torch": torch.__version__,
-                                    "per_face_ms": rows}, indent=1))
+    args.out.write_text(
+        json.dumps(
+            {"machine": machine(device), "device": str(device), "torch": torch.__version__, "per_face_ms": rows}, indent=1
+        )
+    )
     print(f"wrote {args.out}")
 
 

@@ -23,8 +23,9 @@ def benchmark_photos(utkface_dir: Path | None = None, utkface_count: int = 20) -
     group = Image.open(FIXTURES / "group.jpg").convert("RGB")
     photos: dict[str, list[bytes]] = {}
     if utkface_dir is not None:
-        files = sorted(Path(utkface_dir).glob("*.jpg"))[:: max(1, len(list(Path(utkface_dir).glob("*.jpg")))
-                                                              // utkface_count)][:utkface_count]
+        files = sorted(Path(utkface_dir).glob("*.jpg"))[
+            :: max(1, len(list(Path(utkface_dir).glob("*.jpg"))) // utkface_count)
+        ][:utkface_count]
         photos["200x200"] = [f.read_bytes() for f in files]
     else:
         # The portrait cropped around the face and scaled to 200 px: a UTKFace-like face photo.
@@ -56,6 +57,8 @@ def group_photo(faces: int, width: int, height: int) -> bytes:
 def group_photos() -> list[bytes]:
     """Group photos of 1280x720 and 1920x1080 with 1, 3 (group.jpg itself, scaled) and 5 faces."""
     group = Image.open(FIXTURES / "group.jpg").convert("RGB")
-    return [group_photo(1, *size) for size in ((1280, 720), (1920, 1080))] + [
-        _jpeg(group.resize(size, Image.Resampling.BICUBIC)) for size in ((1280, 720), (1920, 1080))] + [
-        group_photo(5, *size) for size in ((1280, 720), (1920, 1080))]
+    return (
+        [group_photo(1, *size) for size in ((1280, 720), (1920, 1080))]
+        + [_jpeg(group.resize(size, Image.Resampling.BICUBIC)) for size in ((1280, 720), (1920, 1080))]
+        + [group_photo(5, *size) for size in ((1280, 720), (1920, 1080))]
+    )

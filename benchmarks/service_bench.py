@@ -19,8 +19,10 @@ from benchmarks.load import run_load
 from benchmarks.photos import benchmark_photos
 from testkit import running_service
 
-CONFIGS = {"batching": {"DAA_MAX_BATCH_SIZE": "32", "DAA_MAX_WAIT_MS": "0"},
-           "no-batching": {"DAA_MAX_BATCH_SIZE": "1", "DAA_MAX_WAIT_MS": "0"}}
+CONFIGS = {
+    "batching": {"DAA_MAX_BATCH_SIZE": "32", "DAA_MAX_WAIT_MS": "0"},
+    "no-batching": {"DAA_MAX_BATCH_SIZE": "1", "DAA_MAX_WAIT_MS": "0"},
+}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -49,9 +51,11 @@ def main(argv: list[str] | None = None) -> None:
                     r.update(photos=size, mode=name)
                     rows.append(r)
                     bad = {s: n for s, n in r["statuses"].items() if s != 200}
-                    print(f"{size:<10} {conc:>4} {name:<12} {r['images_per_s']:>7.2f} {r['p50_ms']:>8.1f} "
-                          f"{r['p95_ms']:>8.1f} {r['p99_ms']:>8.1f}" + (f"  non-200: {bad}" if bad else ""),
-                          flush=True)
+                    print(
+                        f"{size:<10} {conc:>4} {name:<12} {r['images_per_s']:>7.2f} {r['p50_ms']:>8.1f} "
+                        f"{r['p95_ms']:>8.1f} {r['p99_ms']:>8.1f}" + (f"  non-200: {bad}" if bad else ""),
+                        flush=True,
+                    )
         peaks = {name: rows[-1 if name == "no-batching" else -2]["peak_rss_kib"] for name in servers}
     print("peak RSS (MiB): " + ", ".join(f"{k} {v / 1024:.0f}" for k, v in peaks.items()))
     args.out.parent.mkdir(parents=True, exist_ok=True)

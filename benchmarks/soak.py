@@ -25,8 +25,12 @@ def soak(requests: int, concurrency: int, env: dict[str, str] | None = None) -> 
         result = run_load(base, mix, requests, concurrency, pid=proc.pid, rss_marks=(mark,))
     start, end = result["rss_kib"][mark], result["rss_kib"][requests]
     errors = {s: n for s, n in result["statuses"].items() if s not in (200, 503)}
-    result.update(rss_mark=mark, rss_growth=round((end - start) / start, 4), errors=errors,
-                  passed=not errors and (end - start) / start < 0.10)
+    result.update(
+        rss_mark=mark,
+        rss_growth=round((end - start) / start, 4),
+        errors=errors,
+        passed=not errors and (end - start) / start < 0.10,
+    )
     return result
 
 

@@ -23,13 +23,23 @@ from bulk.rows import AnnotatorConfig
 from bulk.writers import done_files, open_writer, output_format
 from model.errors import ErrorCode
 
-UNREADABLE = {ErrorCode.FILE_NOT_READABLE.value, ErrorCode.INVALID_IMAGE.value, ErrorCode.UNSUPPORTED_IMAGE_TYPE.value, ErrorCode.EMPTY_FILE.value,
-              ErrorCode.TRUNCATED_IMAGE.value, ErrorCode.IMAGE_TOO_LARGE.value}
+UNREADABLE = {
+    ErrorCode.FILE_NOT_READABLE.value,
+    ErrorCode.INVALID_IMAGE.value,
+    ErrorCode.UNSUPPORTED_IMAGE_TYPE.value,
+    ErrorCode.EMPTY_FILE.value,
+    ErrorCode.TRUNCATED_IMAGE.value,
+    ErrorCode.IMAGE_TOO_LARGE.value,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="daa-age-bulk", description=__doc__.splitlines()[0],
-                                formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    p = argparse.ArgumentParser(
+        prog="daa-age-bulk",
+        description=__doc__.splitlines()[0],
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=__doc__,
+    )
     p.add_argument("inputs", nargs="+", help="image files, folders, or text files listing paths")
     p.add_argument("--out", type=Path, required=True, help="output: .csv, .jsonl or .parquet")
     p.add_argument("--deltas", action="store_true", help="include the 100 delta ages of every face")
@@ -47,14 +57,23 @@ def annotator_config(args: argparse.Namespace) -> AnnotatorConfig:
 
     s = Settings()
     device = "cpu" if s.device == "auto" else s.device
-    return AnnotatorConfig(str(args.checkpoint or s.checkpoint), device, s.runtime, s.flip_tta,
-                           s.max_image_pixels, s.max_faces, s.min_face_size, s.detect_max_side,
-                           s.detection_threshold, args.deltas)
+    return AnnotatorConfig(
+        str(args.checkpoint or s.checkpoint),
+        device,
+        s.runtime,
+        s.flip_tta,
+        s.max_image_pixels,
+        s.max_faces,
+        s.min_face_size,
+        s.detect_max_side,
+        s.detection_threshold,
+        args.deltas,
+    )
 
 
 def chunked(paths: list[str], size: int) -> Iterator[list[str]]:
     for i in range(0, len(paths), size):
-        yield paths[i:i + size]
+        yield paths[i : i + size]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -98,8 +117,11 @@ def main(argv: list[str] | None = None) -> int:
         bar.close()
         writer.close()
     seconds = time.monotonic() - t0
-    print(f"{read + failed} photos ({failed} unreadable), {faces} faces in {seconds:.1f} s "
-          f"({(read + failed) / max(seconds, 1e-9):.1f} photos/s) -> {args.out}", file=sys.stderr)
+    print(
+        f"{read + failed} photos ({failed} unreadable), {faces} faces in {seconds:.1f} s "
+        f"({(read + failed) / max(seconds, 1e-9):.1f} photos/s) -> {args.out}",
+        file=sys.stderr,
+    )
     return 1 if paths and read == 0 else 0
 
 

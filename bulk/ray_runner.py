@@ -27,24 +27,30 @@ class _Annotate:
         return {"row": [json.dumps(r) for r in rows]}
 
 
-def run_ray(cfg: AnnotatorConfig, paths: list[str], address: str, workers: int, batch: int
-            ) -> Iterator[list[dict[str, Any]]]:
+def run_ray(
+    cfg: AnnotatorConfig, paths: list[str], address: str, workers: int, batch: int
+) -> Iterator[list[dict[str, Any]]]:
     try:
         import ray
     except ImportError as exc:
         raise SystemExit('--ray needs Ray: pip install -e ".[ray]"') from exc
     started = not ray.is_initialized()
     if started:
-        ray.init(address=None if address == "local" else address, include_dashboard=False,
-                 logging_level="WARNING", log_to_driver=False)
+        ray.init(
+            address=None if address == "local" else address,
+            include_dashboard=False,
+            logging_level="WARNING",
+            log_to_driver=False,
+        )
     try:
         ctx = ray.data.DataContext.get_current()
         ctx.execution_options.preserve_order = True  # rows come back in input order, like the local runner
         ctx.enable_progress_bars = False  # the command's own bar counts photos
         blocks = min(max(1, len(paths)), max(workers, -(-len(paths) // batch)))  # enough for every actor
         ds = ray.data.from_items([{"path": p} for p in paths], override_num_blocks=blocks)
-        annotated = ds.map_batches(_Annotate, fn_constructor_args=(cfg,), batch_size=batch, concurrency=workers,
-                                   num_cpus=1, batch_format="numpy")
+        annotated = ds.map_batches(
+            _Annotate, fn_constructor_args=(cfg,), batch_size=batch, concurrency=workers, num_cpus=1, batch_format="numpy"
+        )
         for out in annotated.iter_batches(batch_size=None, batch_format="numpy"):  # whole blocks: whole photos
             yield [json.loads(r) for r in out["row"]]
     finally:

@@ -12,14 +12,39 @@ import numpy as np
 from model.errors import ErrorCode, InputError
 from model.pipeline import AgePipeline, PipelineOptions, Prepared
 
-COLUMNS = ["file", "face", "x1", "y1", "x2", "y2", "detection_score", "age", "uncertainty", "age_low", "age_high",
-           "error", "message"]
+COLUMNS = [
+    "file",
+    "face",
+    "x1",
+    "y1",
+    "x2",
+    "y2",
+    "detection_score",
+    "age",
+    "uncertainty",
+    "age_low",
+    "age_high",
+    "error",
+    "message",
+]
 
 
 def error_row(file: str, code: ErrorCode, message: str) -> dict[str, Any]:
-    return {"file": file, "face": None, "x1": None, "y1": None, "x2": None, "y2": None, "detection_score": None,
-            "age": None, "uncertainty": None, "age_low": None, "age_high": None, "error": code.value,
-            "message": message}
+    return {
+        "file": file,
+        "face": None,
+        "x1": None,
+        "y1": None,
+        "x2": None,
+        "y2": None,
+        "detection_score": None,
+        "age": None,
+        "uncertainty": None,
+        "age_low": None,
+        "age_high": None,
+        "error": code.value,
+        "message": message,
+    }
 
 
 @dataclass
@@ -46,11 +71,15 @@ class PhotoAnnotator:
 
         self.cfg = cfg
         self.pipeline = AgePipeline.load(
-            cfg.checkpoint, cfg.device, cfg.runtime, cfg.flip_tta,
-            DetectorSettings(min_face_size=cfg.min_face_size, min_score=cfg.detection_threshold,
-                             max_side=cfg.detect_max_side),
-            PipelineLimits(max_image_pixels=cfg.max_image_pixels, max_faces=cfg.max_faces,
-                           min_face_size=cfg.min_face_size))
+            cfg.checkpoint,
+            cfg.device,
+            cfg.runtime,
+            cfg.flip_tta,
+            DetectorSettings(
+                min_face_size=cfg.min_face_size, min_score=cfg.detection_threshold, max_side=cfg.detect_max_side
+            ),
+            PipelineLimits(max_image_pixels=cfg.max_image_pixels, max_faces=cfg.max_faces, min_face_size=cfg.min_face_size),
+        )
         self.options = PipelineOptions()
 
     def annotate(self, paths: list[str]) -> list[dict[str, Any]]:
@@ -72,7 +101,7 @@ class PhotoAnnotator:
             if not prep.faces:
                 rows_by_file[path] = [error_row(path, ErrorCode.NO_FACE, "no face found")]
                 continue
-            mine = results[offset:offset + len(prep.faces)]
+            mine = results[offset : offset + len(prep.faces)]
             offset += len(prep.faces)
             out = self.pipeline.finish(prep, mine, 0.0, self.options.interval)
             rows_by_file[path] = [self._face_row(path, i, f) for i, f in enumerate(out.faces)]
@@ -80,10 +109,21 @@ class PhotoAnnotator:
 
     def _face_row(self, path: str, index: int, face: Any) -> dict[str, Any]:
         x1, y1, x2, y2 = (round(v, 2) for v in face.detection.box)
-        row = {"file": path, "face": index, "x1": x1, "y1": y1, "x2": x2, "y2": y2,
-               "detection_score": round(face.detection.score, 4), "age": round(face.age, 3),
-               "uncertainty": round(face.spread, 3), "age_low": round(face.age_range[0], 3),
-               "age_high": round(face.age_range[1], 3), "error": None, "message": None}
+        row = {
+            "file": path,
+            "face": index,
+            "x1": x1,
+            "y1": y1,
+            "x2": x2,
+            "y2": y2,
+            "detection_score": round(face.detection.score, 4),
+            "age": round(face.age, 3),
+            "uncertainty": round(face.spread, 3),
+            "age_low": round(face.age_range[0], 3),
+            "age_high": round(face.age_range[1], 3),
+            "error": None,
+            "message": None,
+        }
         if self.cfg.deltas:
             row["delta_ages"] = [round(d, 4) for d in face.deltas]
         return row

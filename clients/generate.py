@@ -29,8 +29,21 @@ def generate(out: Path, schema: Path) -> Path:
     exe = str(beside) if beside.exists() else shutil.which("openapi-python-client")
     if exe is None:
         raise SystemExit("openapi-python-client is not installed: pip install openapi-python-client")
-    subprocess.run([exe, "generate", "--path", str(schema), "--config", str(HERE / "openapi-python-client.yml"),
-                    "--meta", "setup", "--output-path", str(out / "daa-age-client")], check=True)
+    subprocess.run(
+        [
+            exe,
+            "generate",
+            "--path",
+            str(schema),
+            "--config",
+            str(HERE / "openapi-python-client.yml"),
+            "--meta",
+            "setup",
+            "--output-path",
+            str(out / "daa-age-client"),
+        ],
+        check=True,
+    )
     return out / "daa-age-client"
 
 

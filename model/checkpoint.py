@@ -27,8 +27,9 @@ class CheckpointError(RuntimeError):
         super().__init__(f"checkpoint {self.path}: {problem}")
 
 
-def save_checkpoint(path: str | os.PathLike, model: DAAModel, metadata: dict[str, Any] | None = None,
-                    extra: dict[str, Any] | None = None) -> Path:
+def save_checkpoint(
+    path: str | os.PathLike, model: DAAModel, metadata: dict[str, Any] | None = None, extra: dict[str, Any] | None = None
+) -> Path:
     """Write atomically (temp file + rename), so a crash mid-write never leaves a truncated checkpoint behind."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -67,8 +68,9 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     return payload
 
 
-def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu",
-                    payload: dict[str, Any] | None = None) -> tuple[DAAModel, dict[str, Any]]:
+def load_checkpoint(
+    path: str | os.PathLike, map_location: str | torch.device = "cpu", payload: dict[str, Any] | None = None
+) -> tuple[DAAModel, dict[str, Any]]:
     """Rebuild the network (a ``DAANet`` or a ``DAAEnsemble``) from its stored config and load the weights strictly.
     ``payload``: what :func:`read_checkpoint` already returned for ``path`` (the file is then not read again).
     Returns (model in eval mode, metadata)."""

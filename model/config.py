@@ -33,7 +33,7 @@ class ModelConfig:
     def __post_init__(self) -> None:
         if self.daa_mode not in DAA_MODES:
             raise ValueError(f"daa_mode must be one of {DAA_MODES}, got {self.daa_mode!r}")
-        if not 1 <= self.num_references < 2 ** self.code_bits:
+        if not 1 <= self.num_references < 2**self.code_bits:
             raise ValueError(f"{self.num_references} references do not fit in {self.code_bits}-bit codes of y+1")
         if not self.name:
             self.name = f"daa-{self.encoder}"

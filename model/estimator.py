@@ -25,8 +25,15 @@ class FaceResult:
 
 
 class Estimator:
-    def __init__(self, checkpoint: str | Path, device: str = "auto", flip_tta: bool = True, runtime: str = "torch",
-                 payload: dict[str, Any] | None = None, threads: int | None = None) -> None:
+    def __init__(
+        self,
+        checkpoint: str | Path,
+        device: str = "auto",
+        flip_tta: bool = True,
+        runtime: str = "torch",
+        payload: dict[str, Any] | None = None,
+        threads: int | None = None,
+    ) -> None:
         """``payload``: the checkpoint as :func:`model.checkpoint.read_checkpoint` returned it, if already read.
         ``threads``: ONNX Runtime threads (default: torch's)."""
         self.device = resolve_device(device)
@@ -66,5 +73,7 @@ class Estimator:
         """crops: N x S x S x 3 uint8 from :func:`model.faces.crop_face`."""
         x = crops_to_input(torch.from_numpy(np.ascontiguousarray(crops)), self.device)
         out = predict_with_flip(self.model, x, interval, self.flip_tta)
-        return [FaceResult(float(a), float(s), d.tolist())
-                for a, s, d in zip(out.age.cpu(), out.spread.cpu(), out.deltas.float().cpu())]
+        return [
+            FaceResult(float(a), float(s), d.tolist())
+            for a, s, d in zip(out.age.cpu(), out.spread.cpu(), out.deltas.float().cpu())
+        ]

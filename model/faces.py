@@ -61,8 +61,6 @@ class FaceDetection:
         return max(self.width, 0.0) * max(self.height, 0.0)
 
 
-
-
 @dataclass(frozen=True)
 class DetectorSettings:
     """MTCNN settings.
@@ -93,8 +91,9 @@ class FaceDetector:
     The weights ship inside the facenet-pytorch 2.5.3 wheel, so this never downloads anything.
     """
 
-    def __init__(self, settings: DetectorSettings | None = None, device: str | torch.device = "cpu",
-                 runtime: str = "torch") -> None:
+    def __init__(
+        self, settings: DetectorSettings | None = None, device: str | torch.device = "cpu", runtime: str = "torch"
+    ) -> None:
         """``runtime``: ``torch``, ``onnxruntime`` (CPU only; the same networks, faster at these sizes) or ``auto``."""
         from model.mtcnn import MTCNNCascade  # imported here: only needed where faces are detected
         from model.onnx_runtime import resolve_runtime
@@ -147,8 +146,9 @@ class FaceDetector:
                 results[i] = faces
         return results
 
-    def _detect(self, images: list[Image.Image], pad: int, factor: float, wanted_min: float,
-                search_min: float) -> list[list[FaceDetection]]:
+    def _detect(
+        self, images: list[Image.Image], pad: int, factor: float, wanted_min: float, search_min: float
+    ) -> list[list[FaceDetection]]:
         """One cascade pass over same-sized (already scaled) images, looking for faces of ``search_min`` pixels
         and up in them; ``wanted_min`` is the minimum in the original's pixels."""
         if min(images[0].size) + 2 * pad < MTCNN_WINDOW:
@@ -167,7 +167,9 @@ class FaceDetector:
             b = (box[:4] - pad) / factor
             p = (pts.astype(np.float64) - pad) / factor
             det = FaceDetection(
-                box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])), score=float(box[4]), landmarks=tuple((float(x), float(y)) for x, y in p)
+                box=(float(b[0]), float(b[1]), float(b[2]), float(b[3])),
+                score=float(box[4]),
+                landmarks=tuple((float(x), float(y)) for x, y in p),
             )
             if min(det.width, det.height) >= wanted_min:
                 faces.append(det)
@@ -215,7 +217,11 @@ def crop_face(image: Image.Image, det: FaceDetection, spec: CropSpec) -> np.ndar
     c = pcx - a * half_out - b * half_out
     f = pcy - d * half_out - e * half_out
     out = patch.transform(
-        (spec.size, spec.size), Image.Transform.AFFINE, (a, b, c, d, e, f), resample=Image.Resampling.BILINEAR, fillcolor=(0, 0, 0)
+        (spec.size, spec.size),
+        Image.Transform.AFFINE,
+        (a, b, c, d, e, f),
+        resample=Image.Resampling.BILINEAR,
+        fillcolor=(0, 0, 0),
     )
     return np.asarray(out.convert("RGB"), dtype=np.uint8)
 

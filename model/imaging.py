@@ -41,7 +41,7 @@ def _png_data_too_short(data: bytes) -> bool:
     raw = height * (1 + math.ceil(width * samples * depth / 8))
     idat, pos = 0, 8
     while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
         if kind == b"IDAT":
             idat += length
         pos += 12 + length
@@ -74,23 +74,33 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     except Image.DecompressionBombError as exc:
         raise InputError(ErrorCode.IMAGE_TOO_LARGE, "the image has too many pixels", {"max_pixels": max_pixels}) from exc
     except UnidentifiedImageError as exc:
-        raise InputError(ErrorCode.UNSUPPORTED_IMAGE_TYPE,
-                         f"not an image, or not one this service reads ({ACCEPTED})") from exc
+        raise InputError(
+            ErrorCode.UNSUPPORTED_IMAGE_TYPE, f"not an image, or not one this service reads ({ACCEPTED})"
+        ) from exc
     except Exception as exc:  # noqa: BLE001  (any decoder failure on untrusted bytes is the client's bad file)
         raise InputError(ErrorCode.INVALID_IMAGE, "the image could not be read", type(exc).__name__) from exc
     fmt = (im.format or "").upper()
     if fmt not in ALLOWED_FORMATS:
-        raise InputError(ErrorCode.UNSUPPORTED_IMAGE_TYPE, f"{fmt or 'this'} images are not accepted; send {ACCEPTED}",
-                         {"format": fmt or None})
+        raise InputError(
+            ErrorCode.UNSUPPORTED_IMAGE_TYPE,
+            f"{fmt or 'this'} images are not accepted; send {ACCEPTED}",
+            {"format": fmt or None},
+        )
     width, height = im.size
     if width < 1 or height < 1:
         raise InputError(ErrorCode.INVALID_IMAGE, "the image has no pixels")
     if width * height > max_pixels:
-        raise InputError(ErrorCode.IMAGE_TOO_LARGE, f"{width}x{height} exceeds the limit of {max_pixels} pixels",
-                         {"width": width, "height": height, "max_pixels": max_pixels})
+        raise InputError(
+            ErrorCode.IMAGE_TOO_LARGE,
+            f"{width}x{height} exceeds the limit of {max_pixels} pixels",
+            {"width": width, "height": height, "max_pixels": max_pixels},
+        )
     if fmt == "PNG" and _png_data_too_short(data):
-        raise InputError(ErrorCode.TRUNCATED_IMAGE, f"the file is too small to hold the {width}x{height} image it "
-                         "declares: its data is truncated", {"width": width, "height": height, "bytes": len(data)})
+        raise InputError(
+            ErrorCode.TRUNCATED_IMAGE,
+            f"the file is too small to hold the {width}x{height} image it declares: its data is truncated",
+            {"width": width, "height": height, "bytes": len(data)},
+        )
     try:
         im.seek(0)  # animated GIF/WebP/TIFF: the first frame
         im.load()
@@ -99,7 +109,9 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
         raise
     except Exception as exc:  # noqa: BLE001
         truncated = "truncated" in str(exc).lower() or isinstance(exc, (EOFError, SyntaxError))
-        raise InputError(ErrorCode.TRUNCATED_IMAGE if truncated else ErrorCode.INVALID_IMAGE,
-                         "the image data is truncated" if truncated else "the image data is corrupt",
-                         type(exc).__name__) from exc
+        raise InputError(
+            ErrorCode.TRUNCATED_IMAGE if truncated else ErrorCode.INVALID_IMAGE,
+            "the image data is truncated" if truncated else "the image data is corrupt",
+            type(exc).__name__,
+        ) from exc
     return DecodedImage(rgb, fmt)

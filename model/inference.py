@@ -57,13 +57,20 @@ def predict_with_flip(model: nn.Module, x: torch.Tensor, interval: int = 1, flip
 
 
 @torch.no_grad()
-def predict(model: nn.Module, crops: np.ndarray | torch.Tensor, device: torch.device, batch_size: int = 256,
-            interval: int = 1, flip: bool = False, channels_last: bool = False) -> tuple[np.ndarray, np.ndarray]:
+def predict(
+    model: nn.Module,
+    crops: np.ndarray | torch.Tensor,
+    device: torch.device,
+    batch_size: int = 256,
+    interval: int = 1,
+    flip: bool = False,
+    channels_last: bool = False,
+) -> tuple[np.ndarray, np.ndarray]:
     """Ages and spreads for an array of crops, as the service computes them (:func:`predict_with_flip`)."""
     model.eval()
     ages, spreads = [], []
     for i in range(0, len(crops), batch_size):
-        chunk = torch.as_tensor(np.asarray(crops[i:i + batch_size]))
+        chunk = torch.as_tensor(np.asarray(crops[i : i + batch_size]))
         x = crops_to_input(chunk, device, channels_last)
         out = predict_with_flip(model, x, interval, flip)
         ages.append(out.age.float().cpu())

@@ -113,13 +113,14 @@ def _pack(sizes: list[tuple[int, int]]) -> tuple[list[tuple[int, int]], tuple[in
     return offsets, (height, col_x + col_w)
 
 
-def _level_map(sizes: list[tuple[int, int]], offsets: list[tuple[int, int]], out_shape: torch.Size,
-               device: torch.device) -> torch.Tensor:
+def _level_map(
+    sizes: list[tuple[int, int]], offsets: list[tuple[int, int]], out_shape: torch.Size, device: torch.device
+) -> torch.Tensor:
     """For each P-Net output cell, the level whose image wholly holds its 12 px window, or -1."""
     level = torch.full(tuple(out_shape), -1, dtype=torch.long, device=device)
     for k, ((lh, lw), (oy, ox)) in enumerate(zip(sizes, offsets)):
         if lh >= WINDOW and lw >= WINDOW:
-            level[oy // 2:oy // 2 + (lh - WINDOW) // 2 + 1, ox // 2:ox // 2 + (lw - WINDOW) // 2 + 1] = k
+            level[oy // 2 : oy // 2 + (lh - WINDOW) // 2 + 1, ox // 2 : ox // 2 + (lw - WINDOW) // 2 + 1] = k
     return level
 
 
@@ -135,8 +136,13 @@ class _ChannelsLast(nn.Module):
 class MTCNNCascade(nn.Module):
     """P-Net over an image pyramid, then R-Net and O-Net on the surviving boxes, each stage one batched pass."""
 
-    def __init__(self, thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7), factor: float = 0.709,
-                 runtime: str = "torch", max_candidates: tuple[int, int] = (400, 100)) -> None:
+    def __init__(
+        self,
+        thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7),
+        factor: float = 0.709,
+        runtime: str = "torch",
+        max_candidates: tuple[int, int] = (400, 100),
+    ) -> None:
         """``max_candidates``: per image, at most this many best-scoring boxes go to R-Net and to O-Net. A portrait
         gives ~10-40 and ~1-5; a textured or noisy upload can give thousands, and the later stages' cost is
         proportional to them, so the cap bounds detection work for any input."""
@@ -151,11 +157,13 @@ class MTCNNCascade(nn.Module):
         if runtime == "onnxruntime":
             from model.onnx_runtime import OrtModule
 
-            self.stages = nn.ModuleList([
-                OrtModule(self.pnet, [torch.zeros(1, 3, 24, 24)], [(0, 2, 3)]),
-                OrtModule(self.rnet, [torch.zeros(1, 3, 24, 24)], [(0,)]),
-                OrtModule(self.onet, [torch.zeros(1, 3, 48, 48)], [(0,)]),
-            ])
+            self.stages = nn.ModuleList(
+                [
+                    OrtModule(self.pnet, [torch.zeros(1, 3, 24, 24)], [(0, 2, 3)]),
+                    OrtModule(self.rnet, [torch.zeros(1, 3, 24, 24)], [(0,)]),
+                    OrtModule(self.onet, [torch.zeros(1, 3, 48, 48)], [(0,)]),
+                ]
+            )
         elif runtime == "torch":
             # channels_last for R-Net and O-Net: this CPU build's max_pool2d is 6-20x slower on NCHW batches of
             # these shapes, and both pool after every conv (measured; P-Net's one map is faster left NCHW).
@@ -198,7 +206,7 @@ class MTCNNCascade(nn.Module):
         offsets, (canvas_h, canvas_w) = _pack(sizes)
         canvas = x.new_zeros((x.shape[0], 3, canvas_h, canvas_w))
         for (lh, lw), (oy, ox) in zip(sizes, offsets):
-            canvas[:, :, oy:oy + lh, ox:ox + lw] = F.interpolate(x, size=(lh, lw), mode="area")
+            canvas[:, :, oy : oy + lh, ox : ox + lw] = F.interpolate(x, size=(lh, lw), mode="area")
         reg, probs = self.stages[0](_normalise(canvas))
         level = _level_map(sizes, offsets, probs.shape[2:], x.device)
         mask = (probs[:, 1] >= self.thresholds[0]) & (level >= 0)

@@ -50,8 +50,13 @@ class OrtModule(nn.Module):
     ``dynamic`` names, per input, the axes that may change size between calls (batch, height, width).
     """
 
-    def __init__(self, module: nn.Module, example: Sequence[torch.Tensor], dynamic: Sequence[Sequence[int]],
-                 threads: int | None = None) -> None:
+    def __init__(
+        self,
+        module: nn.Module,
+        example: Sequence[torch.Tensor],
+        dynamic: Sequence[Sequence[int]],
+        threads: int | None = None,
+    ) -> None:
         super().__init__()
         import onnxruntime as ort
 
@@ -66,9 +71,16 @@ class OrtModule(nn.Module):
         buf = io.BytesIO()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter announces its own deprecation
-            torch.onnx.export(module, tuple(example), buf, dynamo=False,  # type: ignore[arg-type]  # (a buffer works)
-                              input_names=self.input_names, output_names=output_names, dynamic_axes=axes,
-                              opset_version=17)
+            torch.onnx.export(
+                module,
+                tuple(example),
+                buf,
+                dynamo=False,  # type: ignore[arg-type]  # (a buffer works)
+                input_names=self.input_names,
+                output_names=output_names,
+                dynamic_axes=axes,
+                opset_version=17,
+            )
         options = ort.SessionOptions()
         options.intra_op_num_threads = threads or torch.get_num_threads()
         options.inter_op_num_threads = 1
@@ -79,8 +91,9 @@ class OrtModule(nn.Module):
         self.session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:
-        feed = {n: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-                for n, x in zip(self.input_names, inputs)}
+        feed = {
+            n: np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32) for n, x in zip(self.input_names, inputs)
+        }
         out = [torch.from_numpy(o) for o in self.session.run(None, feed)]
         return out[0] if self.single else tuple(out)
 

@@ -90,8 +90,15 @@ class AgePipeline:
         self.limits = limits or PipelineLimits()
 
     @classmethod
-    def load(cls, checkpoint: str, device: str = "auto", runtime: str = "auto", flip_tta: bool = False,
-             detector_settings: DetectorSettings | None = None, limits: PipelineLimits | None = None) -> AgePipeline:
+    def load(
+        cls,
+        checkpoint: str,
+        device: str = "auto",
+        runtime: str = "auto",
+        flip_tta: bool = False,
+        detector_settings: DetectorSettings | None = None,
+        limits: PipelineLimits | None = None,
+    ) -> AgePipeline:
         """Load a checkpoint and MTCNN; raises :class:`model.checkpoint.CheckpointError` on a bad checkpoint."""
         estimator = Estimator(checkpoint, device, flip_tta, runtime)
         detector = FaceDetector(detector_settings, device=estimator.device, runtime=runtime)
@@ -101,8 +108,11 @@ class AgePipeline:
 
     def check_options(self, options: PipelineOptions) -> None:
         if options.max_faces is not None and options.max_faces > self.limits.max_faces:
-            raise InputError(ErrorCode.VALIDATION_ERROR, f"max_faces {options.max_faces} is over this service's limit "
-                             f"of {self.limits.max_faces} faces per photo", {"max_faces": self.limits.max_faces})
+            raise InputError(
+                ErrorCode.VALIDATION_ERROR,
+                f"max_faces {options.max_faces} is over this service's limit of {self.limits.max_faces} faces per photo",
+                {"max_faces": self.limits.max_faces},
+            )
         if options.interval not in (1, 2, 5, 10, 20, 50) or options.interval >= self.estimator.config.num_references:
             raise InputError(ErrorCode.VALIDATION_ERROR, f"reference interval {options.interval} is not offered")
 
@@ -120,14 +130,22 @@ class AgePipeline:
                 f"faces of {options.min_face_size} px cannot be searched for in a {image.width}x{image.height} photo "
                 f"within this service's detection budget; the smallest is {int(np.ceil(smallest))} px: ask for "
                 "that or more, or send a smaller photo",
-                {"min_face_size": options.min_face_size, "smallest_possible": int(np.ceil(smallest)),
-                 "width": image.width, "height": image.height})
+                {
+                    "min_face_size": options.min_face_size,
+                    "smallest_possible": int(np.ceil(smallest)),
+                    "width": image.width,
+                    "height": image.height,
+                },
+            )
         wanted = max(options.min_face_size or self.limits.min_face_size, smallest)
         faces = self.detector.detect(image, int(np.ceil(wanted)))
         faces = faces[: min(options.max_faces or self.limits.max_faces, self.limits.max_faces)]
         spec = self.estimator.crop_spec
-        crops = (np.stack([crop_face(image, f, spec) for f in faces]) if faces
-                 else np.zeros((0, spec.size, spec.size, 3), np.uint8))
+        crops = (
+            np.stack([crop_face(image, f, spec) for f in faces])
+            if faces
+            else np.zeros((0, spec.size, spec.size, 3), np.uint8)
+        )
         t2 = time.perf_counter()
         return Prepared(image.width, image.height, decoded.format, faces, crops, float(wanted), t1 - t0, t2 - t1)
 
@@ -135,11 +153,19 @@ class AgePipeline:
         return self.estimator.estimate(crops, interval) if len(crops) else []
 
     def finish(self, prepared: Prepared, results: Sequence[FaceResult], estimate_s: float, interval: int) -> PhotoResult:
-        faces = [FaceAge(det, res.age, res.spread, self.estimator.age_range(res.age, res.spread), res.deltas)
-                 for det, res in zip(prepared.faces, results)]
-        return PhotoResult(faces, self.estimator.references(interval), prepared.width, prepared.height,
-                           prepared.format, prepared.min_face_size,
-                           {"decode": prepared.decode_s, "detect": prepared.detect_s, "estimate": estimate_s})
+        faces = [
+            FaceAge(det, res.age, res.spread, self.estimator.age_range(res.age, res.spread), res.deltas)
+            for det, res in zip(prepared.faces, results)
+        ]
+        return PhotoResult(
+            faces,
+            self.estimator.references(interval),
+            prepared.width,
+            prepared.height,
+            prepared.format,
+            prepared.min_face_size,
+            {"decode": prepared.decode_s, "detect": prepared.detect_s, "estimate": estimate_s},
+        )
 
     # The chain ------------------------------------------------------------------------------------------------
 
@@ -151,9 +177,15 @@ class AgePipeline:
         results = self.estimate(prepared.crops, options.interval)
         return self.finish(prepared, results, time.perf_counter() - t0, options.interval)
 
-    async def run_async(self, data: bytes, options: PipelineOptions, executor: Executor, estimate: EstimateFn,
-                        still_wanted: StillWanted | None = None, slots: asyncio.Semaphore | None = None
-                        ) -> PhotoResult:
+    async def run_async(
+        self,
+        data: bytes,
+        options: PipelineOptions,
+        executor: Executor,
+        estimate: EstimateFn,
+        still_wanted: StillWanted | None = None,
+        slots: asyncio.Semaphore | None = None,
+    ) -> PhotoResult:
         """One photo for a server: the front half on ``executor``, the model through ``estimate`` (a batcher
         that gathers faces across requests), and ``still_wanted`` asked at each stage boundary.
 

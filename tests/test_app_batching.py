@@ -39,7 +39,7 @@ def test_concurrent_submissions_share_one_model_call(estimator, crops):
 
         batcher = MicroBatcher(run, max_batch=32, max_wait_s=0.5)
         await batcher.start()
-        results = await asyncio.gather(*(batcher.submit(crops[i % 3: i % 3 + 1], 1) for i in range(8)))
+        results = await asyncio.gather(*(batcher.submit(crops[i % 3 : i % 3 + 1], 1) for i in range(8)))
         await batcher.stop()
         return calls, results
 
@@ -183,8 +183,7 @@ def test_batch_failed_reaches_every_request_of_the_batch(crops):
 
         batcher = MicroBatcher(boom, max_batch=8, max_wait_s=0.2)
         await batcher.start()
-        out = await asyncio.gather(batcher.submit(crops[:1], 1), batcher.submit(crops[1:2], 1),
-                                   return_exceptions=True)
+        out = await asyncio.gather(batcher.submit(crops[:1], 1), batcher.submit(crops[1:2], 1), return_exceptions=True)
         await batcher.stop()
         return out
 

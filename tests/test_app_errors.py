@@ -13,12 +13,12 @@ from testkit import FIXTURES, encode, fixture_bytes, make_client, post_image
 
 def png_header_only(width: int, height: int) -> bytes:
     """A PNG whose header claims width x height pixels, with almost no data (a decompression bomb's shape)."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64))
-            + chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b"")
 
 
 def assert_error(r, status: int, code: str) -> None:
@@ -28,15 +28,23 @@ def assert_error(r, status: int, code: str) -> None:
     assert body["code"] == code and body["message"]
 
 
-@pytest.mark.parametrize("data,filename,ctype,status,code", [
-    (b"", "empty.jpg", "image/jpeg", 400, "empty_file"),
-    (b"this is not an image at all", "notes.txt", "text/plain", 415, "unsupported_image_type"),
-    (b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n", "doc.pdf", "application/pdf", 415,
-     "unsupported_image_type"),
-    (fixture_bytes("astronaut.jpg")[:3000], "cut.jpg", "image/jpeg", 400, "truncated_image"),
-    (png_header_only(50000, 50000), "bomb.png", "image/png", 413, "image_too_large"),
-    (encode(Image.new("RGB", (8, 8)), "PPM"), "x.ppm", "image/x-portable-pixmap", 415, "unsupported_image_type"),
-])
+@pytest.mark.parametrize(
+    "data,filename,ctype,status,code",
+    [
+        (b"", "empty.jpg", "image/jpeg", 400, "empty_file"),
+        (b"this is not an image at all", "notes.txt", "text/plain", 415, "unsupported_image_type"),
+        (
+            b"%PDF-1.4\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<<>>\nendobj\n",
+            "doc.pdf",
+            "application/pdf",
+            415,
+            "unsupported_image_type",
+        ),
+        (fixture_bytes("astronaut.jpg")[:3000], "cut.jpg", "image/jpeg", 400, "truncated_image"),
+        (png_header_only(50000, 50000), "bomb.png", "image/png", 413, "image_too_large"),
+        (encode(Image.new("RGB", (8, 8)), "PPM"), "x.ppm", "image/x-portable-pixmap", 415, "unsupported_image_type"),
+    ],
+)
 def test_bad_uploads(client, data, filename, ctype, status, code):
     assert_error(post_image(client, data, filename, ctype), status, code)
 
@@ -64,8 +72,7 @@ def test_wrong_content_type_is_judged_by_content(client):
 def test_byte_and_pixel_limits_are_settings():
     with make_client(max_upload_bytes=10_000, max_image_pixels=50_000) as c:
         assert_error(post_image(c, fixture_bytes("astronaut.jpg")), 413, "file_too_large")
-        small = encode(Image.open(FIXTURES / "rocket.jpg").resize((300, 300)),
-                       "JPEG", quality=30)
+        small = encode(Image.open(FIXTURES / "rocket.jpg").resize((300, 300)), "JPEG", quality=30)
         assert len(small) < 10_000
         r = post_image(c, small)
         assert_error(r, 413, "image_too_large")

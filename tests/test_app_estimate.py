@@ -63,8 +63,9 @@ def test_every_accepted_format_gives_the_same_face(client, astronaut):
         "webp": encode(astronaut, "WEBP", lossless=True),
         "bmp": encode(astronaut, "BMP"),
         "tiff": encode(astronaut, "TIFF"),
-        "gif": encode(frames[0].quantize(256), "GIF", save_all=True,
-                      append_images=[frames[1].quantize(256)], duration=100, loop=0),
+        "gif": encode(
+            frames[0].quantize(256), "GIF", save_all=True, append_images=[frames[1].quantize(256)], duration=100, loop=0
+        ),
         "cmyk": encode(astronaut.convert("CMYK"), "JPEG", quality=95),
     }
     for name, data in variants.items():

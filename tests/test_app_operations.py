@@ -63,8 +63,12 @@ def test_not_ready_before_startup():
 def test_corrupt_checkpoint_exits_nonzero_with_message(tmp_path):
     bad = tmp_path / "corrupt.pt"
     bad.write_bytes(b"PK\x03\x04 definitely not a checkpoint")
-    proc = subprocess.run([sys.executable, "-m", "app"], env={"DAA_CHECKPOINT": str(bad), "DAA_PORT": "8599",
-                                                              "PATH": "/usr/bin:/bin"},
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "app"],
+        env={"DAA_CHECKPOINT": str(bad), "DAA_PORT": "8599", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode != 0
     assert str(bad) in proc.stderr and "not a readable checkpoint" in proc.stderr

@@ -79,18 +79,25 @@ def test_resume_skips_what_is_done(photos, tmp_path):
 
 
 def test_exit_status_is_nonzero_only_when_nothing_could_be_read(photos, tmp_path):
-    assert main([str(photos / "sub" / "notes.png"), "--out", str(tmp_path / "x.csv"), "--no-progress",
-                 "--workers", "1"]) == 1
-    assert main([str(photos / "rocket.jpg"), "--out", str(tmp_path / "y.csv"), "--no-progress",
-                 "--workers", "1"]) == 0  # read, no face: not a failure
+    assert (
+        main([str(photos / "sub" / "notes.png"), "--out", str(tmp_path / "x.csv"), "--no-progress", "--workers", "1"]) == 1
+    )
+    assert (
+        main([str(photos / "rocket.jpg"), "--out", str(tmp_path / "y.csv"), "--no-progress", "--workers", "1"]) == 0
+    )  # read, no face: not a failure
     assert main([str(photos), "--out", str(tmp_path / "z.txt")]) == 2  # unknown format
 
 
 @pytest.mark.slow
 def test_console_script_with_two_worker_processes(photos, tmp_path):
     out = tmp_path / "p.csv"
-    proc = subprocess.run([sys.executable, "-m", "bulk", str(photos), "--out", str(out), "--workers", "2"],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-m", "bulk", str(photos), "--out", str(out), "--workers", "2"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
     assert "photos/s" in proc.stderr
     assert sum(1 for r in rows_of(out) if not r["error"]) == 5

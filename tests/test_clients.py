@@ -19,12 +19,36 @@ def test_committed_openapi_json_is_current():
 
 @pytest.mark.slow
 def test_generated_python_client_estimates_age_with_a_key(tmp_path):
-    gen = subprocess.run([sys.executable, str(ROOT / "clients" / "generate.py"), "--out", str(tmp_path / "gen"),
-                          "--schema", str(tmp_path / "openapi.json")], capture_output=True, text=True, timeout=300)
+    gen = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "clients" / "generate.py"),
+            "--out",
+            str(tmp_path / "gen"),
+            "--schema",
+            str(tmp_path / "openapi.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert gen.returncode == 0, gen.stderr
     site = tmp_path / "site"
-    inst = subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "--target", str(site),
-                           str(tmp_path / "gen" / "daa-age-client")], capture_output=True, text=True, timeout=300)
+    inst = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--no-deps",
+            "--target",
+            str(site),
+            str(tmp_path / "gen" / "daa-age-client"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert inst.returncode == 0, inst.stderr
     script = textwrap.dedent(f"""
         import sys

@@ -40,8 +40,9 @@ def test_image_installs_this_checkout_with_pip_and_checks_ready():
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {"tests", "data", "cache", "runs", ".git"} <= set(ignored)
     ci = (ROOT / ".ci" / "run").read_text()
-    test_cmd = next(line for line in README.splitlines()
-                    if line.startswith('pip install -c requirements/lock.txt -e ".[dev]"'))
+    test_cmd = next(
+        line for line in README.splitlines() if line.startswith('pip install -c requirements/lock.txt -e ".[dev]"')
+    )
     assert test_cmd in ci
     assert "python3 -m venv" in ci and "rm -rf" in ci  # a fresh venv every run
     assert all(check in ci for check in ("ruff check", "ruff format --check", "mypy"))
@@ -67,8 +68,13 @@ def test_compose_file():
 @pytest.mark.skipif(shutil.which("docker-compose") is None, reason="docker-compose (compose v1) not installed")
 def test_docker_compose_config_validates():
     for profile in ([], ["--profile", "gpu"]):
-        proc = subprocess.run(["docker-compose", *profile, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
-                              cwd=ROOT, capture_output=True, text=True, timeout=60)
+        proc = subprocess.run(
+            ["docker-compose", *profile, "-f", str(ROOT / "docker-compose.yml"), "config", "-q"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         assert proc.returncode == 0, proc.stderr
 
 
@@ -77,6 +83,7 @@ def test_start_command_serves_ready_and_estimate():
     """What the image's CMD and HEALTHCHECK do, outside Docker: start, wait for /ready, call /estimate."""
     with running_service() as (base, _):
         assert httpx.get(base + "/ready").json()["ready"] is True
-        r = httpx.post(base + "/estimate", files={"file": ("a.jpg", fixture_bytes("astronaut.jpg"), "image/jpeg")},
-                       timeout=60)
+        r = httpx.post(
+            base + "/estimate", files={"file": ("a.jpg", fixture_bytes("astronaut.jpg"), "image/jpeg")}, timeout=60
+        )
         assert r.status_code == 200 and len(r.json()["faces"]) == 1

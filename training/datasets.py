@@ -68,8 +68,11 @@ def load_csv(csv_path: Path) -> list[Sample]:
             except ValueError as exc:
                 raise ValueError(f"{csv_path}:{line}: age {row['age']!r} is not a number") from exc
             path = Path(row["path"])
-            samples.append(Sample(path=path if path.is_absolute() else csv_path.parent / path, age=age,
-                                  subject=row.get("subject") or None))
+            samples.append(
+                Sample(
+                    path=path if path.is_absolute() else csv_path.parent / path, age=age, subject=row.get("subject") or None
+                )
+            )
     return samples
 
 

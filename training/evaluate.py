@@ -22,18 +22,27 @@ def uncertainty_metrics(pred: np.ndarray, spread: np.ndarray, true: np.ndarray) 
         return {}
     rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
     corr = float(np.corrcoef(rank(spread), rank(err))[0, 1]) if spread.std() > 0 else 0.0
-    return {"mean_spread": round(float(spread.mean()), 3),
-            "range_coverage": round(range_coverage(pred, true, spread, 1.96), 4),
-            "spearman_spread_vs_error": round(corr, 3)}
+    return {
+        "mean_spread": round(float(spread.mean()), 3),
+        "range_coverage": round(range_coverage(pred, true, spread, 1.96), 4),
+        "spearman_spread_vs_error": round(corr, 3),
+    }
 
 
-def evaluate(checkpoint: Path, data: CropCache, intervals: list[int], device: str = "auto", flip: bool = False,
-             batch_size: int = 256) -> dict:
+def evaluate(
+    checkpoint: Path, data: CropCache, intervals: list[int], device: str = "auto", flip: bool = False, batch_size: int = 256
+) -> dict:
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, map_location=dev)
     zero_denormal_weights(model)
-    report: dict = {"checkpoint": str(checkpoint), "model": model.config.to_dict(), "images": len(data),
-                    "no_face_fallbacks": int((~data.detected).sum()), "flip_tta": flip, "results": {}}
+    report: dict = {
+        "checkpoint": str(checkpoint),
+        "model": model.config.to_dict(),
+        "images": len(data),
+        "no_face_fallbacks": int((~data.detected).sum()),
+        "flip_tta": flip,
+        "results": {},
+    }
     for k in intervals:
         t0 = time.time()
         pred, spread = predict(model, data.crops, dev, batch_size, interval=k, flip=flip)
@@ -42,10 +51,16 @@ def evaluate(checkpoint: Path, data: CropCache, intervals: list[int], device: st
         res["seconds"] = round(time.time() - t0, 1)
         report["results"][str(k)] = res
         if k == intervals[0]:
-            report["predictions"] = {"names": data.names, "true": data.ages.tolist(),
-                                     "pred": np.round(pred, 3).tolist(), "spread": np.round(spread, 4).tolist()}
-        print(f"interval {k:>2}: MAE {res['mae']:.3f}  CA3 {res['ca3']:.1f}  CA5 {res['ca5']:.1f}  CA7 {res['ca7']:.1f}",
-              flush=True)
+            report["predictions"] = {
+                "names": data.names,
+                "true": data.ages.tolist(),
+                "pred": np.round(pred, 3).tolist(),
+                "spread": np.round(spread, 4).tolist(),
+            }
+        print(
+            f"interval {k:>2}: MAE {res['mae']:.3f}  CA3 {res['ca3']:.1f}  CA5 {res['ca5']:.1f}  CA7 {res['ca7']:.1f}",
+            flush=True,
+        )
     report["training_metadata"] = {k: v for k, v in meta.items() if k != "split"}
     return report
 

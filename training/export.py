@@ -36,21 +36,36 @@ def load_members(checkpoints: list[Path], name: str | None = None) -> tuple[DAAM
     if len(splits) > 1:
         raise ValueError(f"ensemble members were trained on different split files: {sorted(splits)}")
     model = from_networks([net for member, _ in loaded for net in networks(member)], name or "")
-    meta = {"split": metas[0].get("split"), "data": metas[0].get("data"),
-            "members": [{"checkpoint": str(c), **m} for c, m in zip(checkpoints, metas)]}
+    meta = {
+        "split": metas[0].get("split"),
+        "data": metas[0].get("data"),
+        "members": [{"checkpoint": str(c), **m} for c, m in zip(checkpoints, metas)],
+    }
     return model, meta
 
 
-def export(checkpoint: Path | list[Path], report: Path | None, out: Path, version: str, licence: str,
-           val_report: Path | None = None, name: str | None = None) -> Path:
+def export(
+    checkpoint: Path | list[Path],
+    report: Path | None,
+    out: Path,
+    version: str,
+    licence: str,
+    val_report: Path | None = None,
+    name: str | None = None,
+) -> Path:
     model, meta = load_members(checkpoint if isinstance(checkpoint, list) else [checkpoint], name)
     rep = json.loads(report.read_text()) if report is not None else None
     if rep is not None:
         first = next(iter(rep["results"]))
         meta["metrics"] = {
-            "subset": rep.get("subset"), "images": rep["images"], "flip_tta": rep["flip_tta"],
-            **{k: v for k, v in rep["results"][first].items() if k in ("mae", "ca3", "ca5", "ca7", "per_decade",
-                                                                      "uncertainty")},
+            "subset": rep.get("subset"),
+            "images": rep["images"],
+            "flip_tta": rep["flip_tta"],
+            **{
+                k: v
+                for k, v in rep["results"][first].items()
+                if k in ("mae", "ca3", "ca5", "ca7", "per_decade", "uncertainty")
+            },
             "mae_by_reference_interval": {k: v["mae"] for k, v in rep["results"].items()},
         }
     if val_report is not None:
@@ -59,6 +74,7 @@ def export(checkpoint: Path | list[Path], report: Path | None, out: Path, versio
         if rep is not None:
             p = rep["predictions"]
             meta["metrics"]["uncertainty"]["range_coverage_calibrated"] = round(
-                range_coverage(p["pred"], p["true"], p["spread"], factor), 4)
+                range_coverage(p["pred"], p["true"], p["spread"], factor), 4
+            )
     meta.update(version=version, licence=licence)
     return save_checkpoint(out, model, meta)

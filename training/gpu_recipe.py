@@ -31,9 +31,23 @@ def main(argv: list[str] | None = None) -> None:
     common = ["--dataset", args.dataset, "--data", args.data, "--cache", args.cache, "--split", args.split]
     training_main(["train", *common, "--out", args.out, "--config", args.config, *rest])
     device = rest[rest.index("--device") + 1] if "--device" in rest else "auto"
-    training_main(["evaluate", *common, "--checkpoint", str(Path(args.out) / "best.pt"), "--device", device,
-                   "--intervals", "1,2,5,10,20,50", "--flip", "--out", str(Path(args.out) / "test_eval.json"),
-                   "--plots", str(Path(args.out) / "plots")])
+    training_main(
+        [
+            "evaluate",
+            *common,
+            "--checkpoint",
+            str(Path(args.out) / "best.pt"),
+            "--device",
+            device,
+            "--intervals",
+            "1,2,5,10,20,50",
+            "--flip",
+            "--out",
+            str(Path(args.out) / "test_eval.json"),
+            "--plots",
+            str(Path(args.out) / "plots"),
+        ]
+    )
 
 
 if __name__ == "__main__":

@@ -13,8 +13,12 @@ def age_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
         if mask.any():
             decades[f"{lo}-{lo + 9}"] = {"mae": round(float(err[mask].mean()), 3), "count": int(mask.sum())}
     # CA(n): share of images whose absolute error is below n years, in percent.
-    return {"mae": round(float(err.mean()), 4), **{f"ca{n}": round(float((err < n).mean() * 100), 2) for n in (3, 5, 7)},
-            "count": int(len(err)), "per_decade": decades}
+    return {
+        "mae": round(float(err.mean()), 4),
+        **{f"ca{n}": round(float((err < n).mean() * 100), 2) for n in (3, 5, 7)},
+        "count": int(len(err)),
+        "per_decade": decades,
+    }
 
 
 def range_coverage(pred: np.ndarray, true: np.ndarray, spread: np.ndarray, scale: float) -> float:

@@ -35,8 +35,13 @@ class CropCache:
         return len(self.names)
 
     def subset(self, indices: np.ndarray) -> CropCache:
-        return CropCache(self.crops[indices], [self.names[i] for i in indices], self.ages[indices],
-                         [self.subjects[i] for i in indices], self.detected[indices])
+        return CropCache(
+            self.crops[indices],
+            [self.names[i] for i in indices],
+            self.ages[indices],
+            [self.subjects[i] for i in indices],
+            self.detected[indices],
+        )
 
 
 def load_image(path: Path) -> Image.Image:
@@ -70,14 +75,21 @@ def _process_chunk(args: tuple[list[Sample], CropSpec]) -> list[tuple[np.ndarray
     return results
 
 
-def build_cache(samples: list[Sample], out_dir: Path, spec: CropSpec, settings: DetectorSettings | None = None,
-                workers: int = 2, chunk: int = 64) -> dict:
+def build_cache(
+    samples: list[Sample],
+    out_dir: Path,
+    spec: CropSpec,
+    settings: DetectorSettings | None = None,
+    workers: int = 2,
+    chunk: int = 64,
+) -> dict:
     """Detect, crop and store every sample; returns (and writes) a summary with the no-face count."""
     settings = settings or DetectorSettings()
     out_dir.mkdir(parents=True, exist_ok=True)
-    crops = np.lib.format.open_memmap(out_dir / "crops.tmp.npy", mode="w+", dtype=np.uint8,
-                                      shape=(len(samples), spec.size, spec.size, 3))
-    chunks = [(samples[i:i + chunk], spec) for i in range(0, len(samples), chunk)]
+    crops = np.lib.format.open_memmap(
+        out_dir / "crops.tmp.npy", mode="w+", dtype=np.uint8, shape=(len(samples), spec.size, spec.size, 3)
+    )
+    chunks = [(samples[i : i + chunk], spec) for i in range(0, len(samples), chunk)]
     start = time.time()
     rows, missing = [], []
     with mp.get_context("spawn").Pool(workers, initializer=_init_worker, initargs=(settings,)) as pool:
@@ -90,8 +102,11 @@ def build_cache(samples: list[Sample], out_dir: Path, spec: CropSpec, settings: 
                 if not detected:
                     missing.append(s.name)
             if ci % 20 == 0:
-                print(f"preprocess: {min((ci + 1) * chunk, len(samples))}/{len(samples)} "
-                      f"({time.time() - start:.0f}s, {len(missing)} without a face)", flush=True)
+                print(
+                    f"preprocess: {min((ci + 1) * chunk, len(samples))}/{len(samples)} "
+                    f"({time.time() - start:.0f}s, {len(missing)} without a face)",
+                    flush=True,
+                )
     crops.flush()
     del crops
     (out_dir / "crops.tmp.npy").replace(out_dir / "crops.npy")
@@ -99,9 +114,15 @@ def build_cache(samples: list[Sample], out_dir: Path, spec: CropSpec, settings: 
         writer = csv.writer(fh)
         writer.writerow(INDEX_FIELDS)
         writer.writerows(rows)
-    summary = {"images": len(samples), "no_face": len(missing), "no_face_files": missing,
-               "fallback": "whole image used as the face box, no rotation",
-               "crop": spec.to_dict(), "detector": settings.__dict__, "seconds": round(time.time() - start, 1)}
+    summary = {
+        "images": len(samples),
+        "no_face": len(missing),
+        "no_face_files": missing,
+        "fallback": "whole image used as the face box, no rotation",
+        "crop": spec.to_dict(),
+        "detector": settings.__dict__,
+        "seconds": round(time.time() - start, 1),
+    }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=list))
     return summary
 

@@ -59,16 +59,22 @@ def make_split(samples: list[Sample], seed: int = 0, val: float = 0.1, test: flo
             parts["val"] += names
         else:
             parts["train"] += names
-    return {"seed": seed, "fractions": {"val": val, "test": test},
-            "counts": {k: len(v) for k, v in parts.items()} | {"dropped": len(dropped)},
-            **{k: sorted(v) for k, v in parts.items()}, "dropped": dropped}
+    return {
+        "seed": seed,
+        "fractions": {"val": val, "test": test},
+        "counts": {k: len(v) for k, v in parts.items()} | {"dropped": len(dropped)},
+        **{k: sorted(v) for k, v in parts.items()},
+        "dropped": dropped,
+    }
 
 
 def leave_one_subject_out(samples: list[Sample]) -> list[tuple[str, list[str], list[str]]]:
     """FG-NET's protocol: one fold per subject, (subject, train names, test names)."""
     subjects = sorted({s.subject for s in samples if s.subject is not None})
-    return [(subj, [s.name for s in samples if s.subject != subj], [s.name for s in samples if s.subject == subj])
-            for subj in subjects]
+    return [
+        (subj, [s.name for s in samples if s.subject != subj], [s.name for s in samples if s.subject == subj])
+        for subj in subjects
+    ]
 
 
 def save_split(split: dict, path: Path) -> None:

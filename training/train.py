@@ -65,10 +65,12 @@ class TrainConfig:
 def code_version() -> str:
     try:
         root = Path(__file__).resolve().parent.parent
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=5).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                               capture_output=True, text=True, timeout=5).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=root, capture_output=True, text=True, timeout=5
+        ).stdout.strip()
         return (sha or "unknown") + ("-dirty" if dirty else "")
     except (OSError, subprocess.SubprocessError):
         return "unknown"
@@ -90,8 +92,11 @@ def build_optimizer(model: DAANet, cfg: TrainConfig) -> torch.optim.Optimizer:
     out = list(model.decoder.fc.parameters())
     taken = {id(p) for p in enc + out}
     rest = [p for p in model.parameters() if id(p) not in taken]
-    groups = [{"params": enc, "lr": cfg.encoder_lr or cfg.lr}, {"params": rest, "lr": cfg.lr},
-              {"params": out, "lr": cfg.output_lr or cfg.lr}]
+    groups = [
+        {"params": enc, "lr": cfg.encoder_lr or cfg.lr},
+        {"params": rest, "lr": cfg.lr},
+        {"params": out, "lr": cfg.output_lr or cfg.lr},
+    ]
     if cfg.optimizer not in ("adam", "adamw"):
         raise ValueError(f"optimizer must be adam or adamw, got {cfg.optimizer!r}")
     opt = torch.optim.AdamW if cfg.optimizer == "adamw" else torch.optim.Adam
@@ -105,9 +110,18 @@ def lr_factor(step: int, total: int, warmup: int) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
-def train(model_cfg: ModelConfig, cfg: TrainConfig, train_set: CropCache, val_set: CropCache, out_dir: Path,
-          resume: bool = False, init_encoder: Path | None = None, init_checkpoint: Path | None = None,
-          metadata: dict | None = None, teacher: Path | None = None) -> dict:
+def train(
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    train_set: CropCache,
+    val_set: CropCache,
+    out_dir: Path,
+    resume: bool = False,
+    init_encoder: Path | None = None,
+    init_checkpoint: Path | None = None,
+    metadata: dict | None = None,
+    teacher: Path | None = None,
+) -> dict:
     """Train, writing ``last.pt`` (resumable) every epoch, ``best.pt`` on the best validation MAE, and
     ``metrics.jsonl``. Returns the final summary.
 
@@ -120,8 +134,9 @@ def train(model_cfg: ModelConfig, cfg: TrainConfig, train_set: CropCache, val_se
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
     np.random.seed(cfg.seed)
-    return _train(model_cfg, cfg, train_set, val_set, out_dir, device, resume, init_encoder, init_checkpoint,
-                  metadata, teacher)
+    return _train(
+        model_cfg, cfg, train_set, val_set, out_dir, device, resume, init_encoder, init_checkpoint, metadata, teacher
+    )
 
 
 def initial_state(path: Path, model_cfg: ModelConfig) -> dict[str, torch.Tensor]:
@@ -134,13 +149,23 @@ def initial_state(path: Path, model_cfg: ModelConfig) -> dict[str, torch.Tensor]
     for i, member in enumerate(members):
         if {k: v for k, v in member.items() if k not in ("name", "init_age")} == wanted:
             prefix = f"members.{i}."
-            return {k[len(prefix):]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)}
+            return {k[len(prefix) :]: v for k, v in payload["state_dict"].items() if k.startswith(prefix)}
     raise ValueError(f"no member of the ensemble {path} has the architecture of {model_cfg.name!r}")
 
 
-def _train(model_cfg: ModelConfig, cfg: TrainConfig, train_set: CropCache, val_set: CropCache, out_dir: Path,
-           device: torch.device, resume: bool, init_encoder: Path | None, init_checkpoint: Path | None,
-           metadata: dict | None, teacher: Path | None) -> dict:
+def _train(
+    model_cfg: ModelConfig,
+    cfg: TrainConfig,
+    train_set: CropCache,
+    val_set: CropCache,
+    out_dir: Path,
+    device: torch.device,
+    resume: bool,
+    init_encoder: Path | None,
+    init_checkpoint: Path | None,
+    metadata: dict | None,
+    teacher: Path | None,
+) -> dict:
     cuda = device.type == "cuda"
 
     model = DAANet(model_cfg)
@@ -185,8 +210,13 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, train_set: CropCache, val_s
         crops = crops.to(device)  # the whole uint8 set lives on the GPU: no loader, no host copies per step
     ages = torch.as_tensor(train_set.ages).to(crops.device)
     gen = torch.Generator(device="cpu").manual_seed(cfg.seed + start_epoch)
-    meta = {"model_parameters": count_parameters(model), "train_config": json.loads(json.dumps(asdict(cfg))),
-            "code_version": code_version(), "teacher": str(teacher) if teacher else None, **(metadata or {})}
+    meta = {
+        "model_parameters": count_parameters(model),
+        "train_config": json.loads(json.dumps(asdict(cfg))),
+        "code_version": code_version(),
+        "teacher": str(teacher) if teacher else None,
+        **(metadata or {}),
+    }
     summary: dict = {}
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
@@ -198,7 +228,7 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, train_set: CropCache, val_s
         for i in bar:
             if cfg.steps is not None and step >= cfg.steps:
                 break
-            idx = perm[i * cfg.batch_size:(i + 1) * cfg.batch_size]
+            idx = perm[i * cfg.batch_size : (i + 1) * cfg.batch_size]
             x = crops_to_input(crops[idx], device, channels_last)
             y = ages[idx].to(device)
             x = augment_batch(x, cfg.augment)
@@ -224,9 +254,14 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, train_set: CropCache, val_s
             run_mae += float((out.age.detach().float() - y).abs().sum())
             bar.set_postfix(loss=f"{run_loss / seen:.3f}", mae=f"{run_mae / seen:.2f}", refresh=False)
         bar.close()
-        record = {"epoch": epoch + 1, "step": step, "train_loss": run_loss / max(seen, 1),
-                  "train_mae": run_mae / max(seen, 1), "lr": optimizer.param_groups[1]["lr"],
-                  "seconds": round(time.time() - t0, 1)}
+        record = {
+            "epoch": epoch + 1,
+            "step": step,
+            "train_loss": run_loss / max(seen, 1),
+            "train_mae": run_mae / max(seen, 1),
+            "lr": optimizer.param_groups[1]["lr"],
+            "seconds": round(time.time() - t0, 1),
+        }
         done = cfg.steps is not None and step >= cfg.steps
         if len(val_set) and ((epoch + 1) % cfg.eval_interval == 0 or epoch + 1 == cfg.epochs or done):
             pred, _ = predict(model, val_set.crops, device, cfg.eval_batch_size, channels_last=channels_last)
@@ -239,8 +274,14 @@ def _train(model_cfg: ModelConfig, cfg: TrainConfig, train_set: CropCache, val_s
         print(json.dumps(record), flush=True)
         with open(out_dir / "metrics.jsonl", "a") as fh:
             fh.write(json.dumps(record) + "\n")
-        state = {"optimizer": optimizer.state_dict(), "epoch": epoch + 1, "step": step, "best_mae": best,
-                 "history": history, "rng": torch.get_rng_state()}
+        state = {
+            "optimizer": optimizer.state_dict(),
+            "epoch": epoch + 1,
+            "step": step,
+            "best_mae": best,
+            "history": history,
+            "rng": torch.get_rng_state(),
+        }
         save_checkpoint(last_path, model, {**meta, "epoch": epoch + 1}, extra={"train_state": state})
         summary = {"epochs_done": epoch + 1, "steps": step, "best_val_mae": best, "last": record}
         if done:

@@ -59,8 +59,9 @@ class C3AEEncoder(FaceEncoder):
             C3AEBlock(width, width, pool=True),
             C3AEBlock(width, width, pool=False),
         )
-        self.head = nn.Sequential(nn.Conv2d(width, self.out_channels, 1, bias=False),
-                                  nn.BatchNorm2d(self.out_channels), nn.ReLU(inplace=True))
+        self.head = nn.Sequential(
+            nn.Conv2d(width, self.out_channels, 1, bias=False), nn.BatchNorm2d(self.out_channels), nn.ReLU(inplace=True)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.blocks(self.adapter(x)))

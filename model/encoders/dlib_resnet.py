@@ -42,8 +42,7 @@ class DlibBlock(nn.Module):
     def __init__(self, in_channels: int, out_channels: int, downsample: bool) -> None:
         super().__init__()
         self.downsample = downsample
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=2 if downsample else 1,
-                               padding=0 if downsample else 1)
+        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=2 if downsample else 1, padding=0 if downsample else 1)
         self.aff1 = Affine(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
         self.aff2 = Affine(out_channels)
@@ -77,8 +76,9 @@ class DlibResNetEncoder(FaceEncoder):
             DlibBlock(256, 256, False),
         )
         with torch.no_grad():
-            self.out_size = int(self.blocks(F.max_pool2d(
-                self.conv1(torch.zeros(1, 3, input_size, input_size)), 3, 2)).shape[-1])
+            self.out_size = int(
+                self.blocks(F.max_pool2d(self.conv1(torch.zeros(1, 3, input_size, input_size)), 3, 2)).shape[-1]
+            )
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         """The trunk on an already resized and normalised input (what the ONNX graph takes)."""
