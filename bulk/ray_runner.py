@@ -6,6 +6,7 @@ nodes (the photos' paths must be readable from every node, e.g. a shared file sy
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Iterator
 from typing import Any
 
@@ -39,7 +40,7 @@ def run_ray(
         ray.init(
             address=None if address == "local" else address,
             include_dashboard=False,
-            logging_level="WARNING",
+            logging_level=logging.WARNING,
             log_to_driver=False,
         )
     try:

@@ -74,8 +74,8 @@ class OrtModule(nn.Module):
             torch.onnx.export(
                 module,
                 tuple(example),
-                buf,
-                dynamo=False,  # type: ignore[arg-type]  # (a buffer works)
+                buf,  # type: ignore[arg-type]  # (a buffer works)
+                dynamo=False,
                 input_names=self.input_names,
                 output_names=output_names,
                 dynamic_axes=axes,
