@@ -26,7 +26,11 @@ def main() -> None:
             read_checkpoint(settings.checkpoint)
         except CheckpointError as exc:
             sys.exit(f"daa-age: cannot start: {exc} (set DAA_CHECKPOINT to a valid checkpoint)")
-        uvicorn.Server(uvicorn_config(settings, "app.main:app")).run()
+        from uvicorn.supervisors import Multiprocess
+
+        config = uvicorn_config(settings, "app.main:app")
+        # What uvicorn.run does for workers: one listening socket, shared by worker processes it supervises.
+        Multiprocess(config, sockets=[config.bind_socket()]).run()
         return
     server: uvicorn.Server | None = None
 

@@ -251,6 +251,7 @@ async def get_model_info(service: Annotated[Service, Depends(get_service)]) -> M
         runtime=est.runtime,
         flip_tta=est.flip_tta,
         range_factor=est.range_factor,
+        range_model=est.range_model.to_dict() if est.range_model else None,
         metrics=dict(meta.get("metrics") or {}),
         training=training,
     )

@@ -38,10 +38,10 @@ class Point(BaseModel):
 
 class AgeRange(BaseModel):
     low: float = Field(
-        description="age - k x uncertainty, floored at 0; k is fitted so the range held 95% of "
-        "true ages on the model's validation data (GET /model: range_factor)"
+        description="age - w, floored at 0: a 95% range whose half-width w follows this face's expected error "
+        "(its spread and age; GET /model: range_model), calibrated on the model's validation data"
     )
-    high: float = Field(description="age + k x uncertainty")
+    high: float = Field(description="age + w")
 
 
 class FaceEstimate(BaseModel):
@@ -140,7 +140,12 @@ class ModelInfo(BaseModel):
     runtime: Literal["torch", "onnxruntime"] = Field(description="what runs the encoder and MTCNN")
     flip_tta: bool
     range_factor: float = Field(
-        description="k in age_range = age +- k x uncertainty, fitted on validation data so the range holds 95% of true ages"
+        description="k in age +- k x uncertainty, the 95% range of checkpoints without a range_model"
+    )
+    range_model: dict[str, float] | None = Field(
+        None,
+        description="age_range half-width = q x max(floor, intercept + spread x uncertainty + age x age), fitted "
+        "on validation data (split conformal prediction) so the range holds 95% of true ages",
     )
     metrics: dict[str, Any] = Field(description="the model card's evaluation metrics, from the checkpoint metadata")
     training: dict[str, Any] = Field(description="data, split and command the checkpoint was trained with")

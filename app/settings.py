@@ -36,7 +36,13 @@ class Settings(BaseSettings):
             "(decode/detect and the model), so 1 keeps them from oversubscribing the cores"
         ),
     )
-    flip_tta: bool = Field(True, description="average each face with its mirror image (as the model card measured)")
+    flip_tta: bool = Field(
+        False,
+        description=(
+            "also estimate each face's mirror image and pool both: twice the encoder work for a small gain "
+            "(the default model's validation MAE 5.10 -> 5.06)"
+        ),
+    )
     runtime: Literal["auto", "torch", "onnxruntime"] = Field(
         "auto", description="auto: ONNX Runtime for the encoder and MTCNN on CPU when installed, else torch"
     )

@@ -56,7 +56,7 @@ def annotator_config(args: argparse.Namespace) -> AnnotatorConfig:
     from app.settings import Settings  # the service's settings: same defaults, same DAA_* variables
 
     s = Settings()
-    device = "cpu" if s.device == "auto" else s.device
+    device = "cpu" if s.device == "auto" else s.device  # bulk runs scale out over CPU processes
     return AnnotatorConfig(
         str(args.checkpoint or s.checkpoint),
         device,

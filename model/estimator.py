@@ -15,6 +15,7 @@ from model.faces import CropSpec
 from model.factory import count_parameters
 from model.inference import crops_to_input, predict_with_flip, resolve_device, zero_denormal_weights
 from model.onnx_runtime import OrtEncoder, resolve_runtime
+from model.ranges import RangeModel
 
 
 @dataclass
@@ -50,6 +51,8 @@ class Estimator:
                 net.encoder = OrtEncoder(net.encoder, threads)
         # age_range = age +- range_factor x spread; the factor is fitted on validation data at export (95% coverage).
         # (Checkpoints before version 3 stored it as "uncertainty_scale_95".)
+        ranges = self.metadata.get("range_model")
+        self.range_model = RangeModel.from_dict(ranges) if isinstance(ranges, dict) else None
         self.range_factor = float(self.metadata.get("range_factor_95", self.metadata.get("uncertainty_scale_95", 1.96)))
 
     @property
@@ -61,8 +64,9 @@ class Estimator:
         return str(self.metadata.get("version", self.metadata.get("code_version", "unknown")))
 
     def age_range(self, age: float, spread: float) -> tuple[float, float]:
-        """The 95% range the model card calibrated: age +- range_factor x spread, floored at 0."""
-        half = self.range_factor * spread
+        """The 95% range the model card calibrated, floored at 0: the checkpoint's age-dependent range model
+        (``model/ranges.py``), or for older checkpoints age +- range_factor x spread."""
+        half = self.range_model.half_width(age, spread) if self.range_model else self.range_factor * spread
         return max(age - half, 0.0), age + half
 
     def references(self, interval: int) -> list[int]:

@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+from pathlib import Path
 
 import httpx
 import pytest
@@ -87,3 +88,14 @@ def test_start_command_serves_ready_and_estimate():
             base + "/estimate", files={"file": ("a.jpg", fixture_bytes("astronaut.jpg"), "image/jpeg")}, timeout=60
         )
         assert r.status_code == 200 and len(r.json()["faces"]) == 1
+
+
+@pytest.mark.slow
+def test_two_worker_processes_share_the_port():
+    with running_service({"DAA_WORKERS": "2"}) as (base, proc):
+        children = Path(f"/proc/{proc.pid}/task/{proc.pid}/children").read_text().split()
+        workers = [c for c in children if "spawn_main" in Path(f"/proc/{c}/cmdline").read_text()]
+        assert len(workers) == 2
+        for _ in range(4):
+            r = httpx.post(base + "/estimate", files={"file": ("a.jpg", fixture_bytes("astronaut.jpg"))}, timeout=60)
+            assert r.status_code == 200 and len(r.json()["faces"]) == 1

@@ -94,3 +94,19 @@ def test_estimator_serves_an_ensemble_with_onnx_runtime(tmp_path):
     got = est.estimate(crops, 1)
     for r, g in zip(ref, got):
         assert abs(r.age - g.age) < 1e-3 and abs(r.spread - g.spread) < 1e-3
+
+
+def test_range_model_covers_95_percent_and_narrows_where_errors_are_small():
+    from model.ranges import RangeModel, fit_range_model, range_report
+
+    rng = np.random.default_rng(0)
+    true = rng.uniform(0, 90, 4000)
+    sigma = 1 + 0.1 * true  # errors grow with age, as on UTKFace
+    pred = true + rng.normal(0, sigma)
+    spread = np.abs(rng.normal(1, 0.2, 4000))
+    model = fit_range_model(pred[:2000], true[:2000], spread[:2000])
+    report = range_report(model, pred[2000:], true[2000:], spread[2000:])
+    assert 0.93 < report["coverage"] < 0.97
+    decades = report["per_decade"]
+    assert decades["0-9"]["mean_width"] < decades["80-89"]["mean_width"] / 3
+    assert RangeModel.from_dict(model.to_dict()).half_width(30, 1) == pytest.approx(model.half_width(30, 1), rel=1e-3)

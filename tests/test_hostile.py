@@ -123,6 +123,7 @@ def test_hostile_file_gets_a_precise_answer_fast(server, name):
     if status >= 400:
         assert set(r.json()) == {"code", "message", "detail"}
     assert seconds < FAST_S, f"{name} took {seconds:.1f} s"
+    print(f"hostile: {name}: {r.status_code} in {seconds:.2f} s")  # shown with pytest -s
 
 
 def test_two_file_parts_are_refused(server):
@@ -261,4 +262,6 @@ def test_work_stops_for_clients_that_went_away(server):
 def test_peak_memory_stays_within_budget(server):
     # Runs last in this module (pytest keeps file order): after every probe above.
     _, pid = server
-    assert peak_rss_mib(pid) < MEMORY_BUDGET_MIB
+    peak = peak_rss_mib(pid)
+    print(f"hostile: server peak RSS {peak:.0f} MiB (budget {MEMORY_BUDGET_MIB})")
+    assert peak < MEMORY_BUDGET_MIB

@@ -163,6 +163,12 @@ def cmd_export(args: argparse.Namespace) -> None:
     )
 
 
+def cmd_groups(args: argparse.Namespace) -> None:
+    from training.groups import main as groups_main
+
+    groups_main(args.report, args.labels)
+
+
 def cmd_convert_dlib(args: argparse.Namespace) -> None:
     from training.convert_dlib_age import main as convert_main
 
@@ -235,6 +241,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", required=True)
     p.add_argument("--licence", default="")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("groups", help="MAE and CA(5) by decade, gender and ethnicity (UTKFace labels), as markdown")
+    p.add_argument("--report", type=Path, required=True, help="evaluate's JSON")
+    p.add_argument("--labels", type=Path, required=True, help="labels.csv with file,age,gender,race")
+    p.set_defaults(func=cmd_groups)
 
     p = sub.add_parser("convert-dlib", help="convert the CC0 dlib age network into encoder weights")
     p.add_argument("rest", nargs=argparse.REMAINDER)

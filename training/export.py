@@ -11,6 +11,7 @@ import numpy as np
 from model.checkpoint import load_checkpoint, save_checkpoint
 from model.ensemble import from_networks, networks
 from model.factory import DAAModel
+from model.ranges import fit_range_model, range_report
 from training.metrics import range_coverage
 
 
@@ -69,8 +70,15 @@ def export(
             "mae_by_reference_interval": {k: v["mae"] for k, v in rep["results"].items()},
         }
     if val_report is not None:
-        factor = range_factor(json.loads(val_report.read_text()))
+        val = json.loads(val_report.read_text())
+        factor = range_factor(val)
         meta["range_factor_95"] = round(factor, 4)
+        vp = val["predictions"]
+        ranges = fit_range_model(vp["pred"], vp["true"], vp["spread"])
+        meta["range_model"] = ranges.to_dict()
+        if rep is not None:
+            tp = rep["predictions"]
+            meta["metrics"]["age_range"] = range_report(ranges, tp["pred"], tp["true"], tp["spread"])
         if rep is not None:
             p = rep["predictions"]
             meta["metrics"]["uncertainty"]["range_coverage_calibrated"] = round(
