@@ -23,9 +23,17 @@ API_VERSION = "2.0.0"
 log = logging.getLogger("daa.app")
 
 
-def create_app(settings: Settings | None = None, on_load_failure: Callable[[], None] | None = None) -> FastAPI:
+def create_app(
+    settings: Settings | None = None,
+    on_load_failure: Callable[[], None] | None = None,
+    load_in_background: bool = True,
+) -> FastAPI:
     """``on_load_failure``: called when the model fails to load after the server started (``python -m app`` stops
-    the server; by default the error is kept in ``app.state.startup_error`` and /ready stays 503)."""
+    the server; by default the error is kept in ``app.state.startup_error`` and /ready stays 503).
+
+    ``load_in_background``: open the port first and answer /ready with 503 while the model loads (one process).
+    Worker processes sharing a port load before they accept connections instead, so a worker that is still
+    loading never takes a request while another one already answers /ready."""
     settings = settings or Settings()
     telemetry = Telemetry()
 
@@ -35,6 +43,8 @@ def create_app(settings: Settings | None = None, on_load_failure: Callable[[], N
         # with a message naming it); build the model after it opens, so /ready answers 503 while it loads.
         payload = await asyncio.to_thread(read_checkpoint, settings.checkpoint)
         loading = asyncio.create_task(_load(app, settings, payload, telemetry, on_load_failure), name="daa-load")
+        if not load_in_background:
+            await loading
         try:
             yield
         finally:
@@ -120,6 +130,6 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
 
 def __getattr__(name: str) -> FastAPI:
     # ``uvicorn app.main:app`` builds the app on first access, not at import (no import-time side effects).
-    if name == "app":
-        return create_app()
+    if name == "app":  # what each worker process of python -m app (DAA_WORKERS > 1) builds
+        return create_app(load_in_background=False)
     raise AttributeError(name)

@@ -80,6 +80,10 @@ class DetectorSettings:
     thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     min_score: float = 0.9
     max_side: int = 1024
+    # The copy's preferred longer side: smaller copies are cheaper (every pyramid level is resampled from the
+    # copy: 1080p photos took 78 ms to detect on a 1024 px copy, 57 on a 640 px one), but the copy is never
+    # shrunk so far that a minimum-size face falls under MTCNN's 12 px window.
+    target_side: int = 640
     pad_fraction: float = 0.25
     retry_min_fraction: float = 0.4
     retry_max_aspect: float = 2.0
@@ -127,8 +131,8 @@ class FaceDetector:
         size = images[0].size
         if any(im.size != size for im in images):
             raise ValueError("detect_batch needs images of one size")
-        factor = self.scale(*size)
         wanted_min = max(min_face_size or s.min_face_size, self.smallest_face(*size))
+        factor = min(self.scale(*size), max(s.target_side / max(size), MTCNN_WINDOW / wanted_min))
         if min(size) < wanted_min:  # no face of the minimum size fits (thin and tiny photos)
             return [[] for _ in images]
         if factor < 1.0:
