@@ -71,6 +71,27 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def wait_until_ready(base: str, proc: subprocess.Popen, timeout: float = 180.0, log_path: Path | None = None) -> None:
+    """Poll ``base``/ready until it answers 200; raise (with the log's tail, if any) if the process exits first or
+    the time runs out."""
+
+    def tail() -> str:
+        return ":\n" + log_path.read_text(errors="replace")[-3000:] if log_path and log_path.exists() else ""
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"service exited with {proc.returncode} before it was ready{tail()}")
+        try:
+            if httpx.get(base + "/ready", timeout=2).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"service not ready in {timeout:g} s{tail()}")
+        time.sleep(0.3)
+
+
 @contextlib.contextmanager
 def running_service(
     env: dict[str, str] | None = None, timeout: float = 180.0, log_path: Path | None = None
@@ -85,18 +106,7 @@ def running_service(
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + timeout
-        while True:
-            if proc.poll() is not None:
-                raise RuntimeError(f"service exited with {proc.returncode} before it was ready")
-            try:
-                if httpx.get(base + "/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise TimeoutError("service not ready in time")
-            time.sleep(0.3)
+        wait_until_ready(base, proc, timeout, log_path)
         yield base, proc
     finally:
         proc.terminate()

@@ -12,7 +12,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from typing import Any
 import httpx
 import pytest
 
-from testkit import FIXTURES, ROOT, free_port
+from testkit import FIXTURES, ROOT, free_port, wait_until_ready
 
 try:
     from selenium import webdriver
@@ -63,18 +62,7 @@ def serve(log_path: Path, **env: str) -> Iterator[str]:
         )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            if proc.poll() is not None:
-                pytest.fail(f"service exited with {proc.returncode}:\n{log_path.read_text(errors='replace')[-3000:]}")
-            try:
-                if httpx.get(base + "/ready", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"service not ready in 180 s:\n{log_path.read_text(errors='replace')[-3000:]}")
-            time.sleep(0.3)
+        wait_until_ready(base, proc, 180, log_path)
         yield base
     finally:
         proc.terminate()

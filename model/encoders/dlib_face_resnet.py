@@ -32,7 +32,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from model.encoders.common import InputAdapter
-from model.encoders.dlib_resnet import Affine
+from model.encoders.dlib_resnet import Affine, DlibBlock
 from model.encoders.registry import FaceEncoder, register_encoder
 
 # input_rgb_image_sized's per-channel byte means (the .dat stores them as these float32 values).
@@ -55,21 +55,9 @@ def add_prev(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     return pad(a) + pad(b)
 
 
-class FaceBlock(nn.Module):
-    """``ares`` / ``ares_down``: relu(block(x) + shortcut(x)), the shortcut avg-pooled 2x2 when downsampling."""
-
-    def __init__(self, in_channels: int, out_channels: int, downsample: bool) -> None:
-        super().__init__()
-        self.downsample = downsample
-        self.conv1 = nn.Conv2d(in_channels, out_channels, 3, stride=2 if downsample else 1, padding=0 if downsample else 1)
-        self.aff1 = Affine(out_channels)
-        self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        self.aff2 = Affine(out_channels)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        main = self.aff2(self.conv2(F.relu(self.aff1(self.conv1(x)))))
-        shortcut = F.avg_pool2d(x, 2) if self.downsample else x
-        return F.relu(add_prev(main, shortcut))
+# A block is the dlib age network's: conv3x3(stride) - affine - relu - conv3x3 - affine plus the shortcut, whose
+# zero-padding (channels after, main path right and bottom) is what add_prev does for these shapes.
+FaceBlock = DlibBlock
 
 
 class DlibFaceResNetEncoder(FaceEncoder):
