@@ -246,7 +246,7 @@ async def get_model_info(service: Annotated[Service, Depends(get_service)]) -> M
         parameters=est.parameters,
         reference_ages=est.references(1),
         reference_intervals=[int(k) for k in ReferenceInterval],
-        crop=est.config.crop,
+        crop=est.config.crop.to_dict(),
         device=str(est.device),
         runtime=est.runtime,
         flip_tta=est.flip_tta,

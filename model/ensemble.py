@@ -14,7 +14,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from model.config import ModelConfig
+from model.config import CropSpec, ModelConfig
 from model.network import DAANet, DAAOutput
 
 
@@ -36,7 +36,7 @@ class EnsembleConfig:
             self.name = "+".join(m.name for m in self.members)
 
     @property
-    def crop(self) -> dict[str, Any]:
+    def crop(self) -> CropSpec:
         return self.members[0].crop
 
     @property

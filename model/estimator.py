@@ -10,8 +10,8 @@ import numpy as np
 import torch
 
 from model.checkpoint import load_checkpoint
+from model.config import CropSpec
 from model.ensemble import networks
-from model.faces import CropSpec
 from model.factory import count_parameters
 from model.inference import crops_to_input, predict_with_flip, resolve_device, zero_denormal_weights
 from model.onnx_runtime import OrtEncoder, resolve_runtime
@@ -41,7 +41,7 @@ class Estimator:
         model, self.metadata = load_checkpoint(checkpoint, map_location=self.device, payload=payload)
         self.model = zero_denormal_weights(model)
         self.config = self.model.config
-        self.crop_spec = CropSpec.from_dict(self.config.crop)
+        self.crop_spec: CropSpec = self.config.crop
         self.flip_tta = flip_tta
         self.parameters = count_parameters(self.model)
         self.runtime = resolve_runtime(runtime, self.device)

@@ -8,36 +8,15 @@ that the service feeds the network exactly what it was trained on.
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 
+from model.config import CropSpec  # noqa: F401  (re-exported: crops are made here)
 from model.mtcnn import WINDOW as MTCNN_WINDOW  # the smallest face the cascade can see in the image it is given
-
-
-@dataclass(frozen=True)
-class CropSpec:
-    """How a detection becomes a model input.
-
-    The crop is a square centred on the detection box, ``scale`` times the mean of its width and height, rotated
-    so the eyes are level (``align``), resized to ``size`` pixels. ``scale=1.05`` on MTCNN boxes reproduces the
-    loose framing of UTKFace's aligned 200 px chips (measured: MTCNN boxes on those chips average 172x212 px),
-    which is what the pretrained encoder and our training data use.
-    """
-
-    size: int = 128
-    scale: float = 1.05
-    align: bool = True
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> CropSpec:
-        return cls(**{k: data[k] for k in ("size", "scale", "align") if k in data})
 
 
 @dataclass(frozen=True)

@@ -44,7 +44,7 @@ class DAANet(nn.Module):
         if config.daa_mode == "binary":
             self.mapping = BinaryCodeMapping(config.num_references, config.code_bits, config.mapping_hidden)
         if config.daa_mode.startswith("template"):
-            size = config.crop["size"]
+            size = config.crop.size
             # One template image per reference age (Table 5's baselines); set from training data by the trainer.
             self.register_buffer("templates", torch.zeros(config.num_references, 3, size, size, dtype=torch.uint8))
         with torch.no_grad():

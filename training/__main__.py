@@ -97,7 +97,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     # The dlib weights' activations go denormal; flushing them made CPU training ~1.6x faster. The flag is
     # process-wide, so the command that owns the process sets it, not the library.
     torch.set_flush_denormal(True)
-    cache = ensure_cache(args, CropSpec.from_dict(model_cfg.crop))
+    cache = ensure_cache(args, model_cfg.crop)
     split = ensure_split(args)
     tr, va = subset(cache, split["train"]), subset(cache, split["val"])
     if "init_age" not in model_fields:
