@@ -21,6 +21,7 @@ log = logging.getLogger("daa.app")
 
 STATUS: dict[ErrorCode, int] = {
     ErrorCode.EMPTY_FILE: 400,
+    ErrorCode.MALFORMED_BODY: 400,
     ErrorCode.INVALID_IMAGE: 400,
     ErrorCode.TRUNCATED_IMAGE: 400,
     ErrorCode.UNAUTHORIZED: 401,

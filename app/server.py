@@ -24,20 +24,37 @@ def _header_timeout_s() -> float:
     return Settings().header_timeout_s
 
 
+# The most a request head (request line and headers) may take. httptools, unlike h11, sets no limit: a client
+# sending headers for ever grew the process by gigabytes and stalled the event loop (an outside probe: 238 MB of
+# small headers took it to 4.4 GiB; one endless header value made /health unreachable).
+MAX_HEAD_BYTES = 64 * 1024
+
+
 class GuardedHTTPProtocol(_BaseProtocol):
-    """uvicorn's HTTP protocol plus a deadline for the request head: a connection that does not finish sending its
-    request line and headers in time (a stalled or slow-drip client) is closed, so idle sockets cannot pile up.
-    The deadline starts when the connection opens and again after each response on a kept-alive connection."""
+    """uvicorn's HTTP protocol plus a deadline and a size cap for the request head: a connection that does not
+    finish sending its request line and headers in time (a stalled or slow-drip client), or sends more than
+    ``MAX_HEAD_BYTES`` of them, is closed, so neither idle sockets nor endless headers can pile up. The deadline
+    starts when the connection opens and again after each response on a kept-alive connection."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._head_timer: asyncio.TimerHandle | None = None
+        self._head_bytes = 0
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
         self._arm_head_timer()
 
     def data_received(self, data: bytes) -> None:
+        if self._head_timer is not None:  # still reading a request head (the body that may follow it not counted)
+            end = data.find(b"\r\n\r\n")
+            self._head_bytes += len(data) if end < 0 else end
+            if self._head_bytes > MAX_HEAD_BYTES:
+                self.transport.write(
+                    b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+                )
+                self.transport.close()
+                return
         super().data_received(data)
         cycle = getattr(self, "cycle", None)
         if cycle is not None and not cycle.response_complete:  # the head is complete: a request is running
@@ -54,6 +71,7 @@ class GuardedHTTPProtocol(_BaseProtocol):
 
     def _arm_head_timer(self) -> None:
         self._disarm_head_timer()
+        self._head_bytes = 0
         self._head_timer = asyncio.get_running_loop().call_later(_header_timeout_s(), self._head_timeout)
 
     def _disarm_head_timer(self) -> None:

@@ -93,7 +93,9 @@ class Settings(BaseSettings):
     header_timeout_s: float = Field(10.0, gt=0, description="a connection must send its request head within this")
     body_timeout_s: float = Field(30.0, gt=0, description="an upload must arrive within this")
     keepalive_timeout_s: int = Field(5, ge=1, description="idle keep-alive connections close after this")
-    max_connections: int = Field(512, ge=8, description="open connections per worker; more get 503")
+    max_connections: int = Field(
+        4096, ge=8, description="open connections per worker; more get 503 (idle ones close after the head timeout)"
+    )
 
     @field_validator("api_keys_file", mode="before")
     @classmethod

@@ -19,6 +19,7 @@ from model.errors import ErrorCode
 FIELD = "file"
 # The multipart envelope around the file: boundaries and part headers. Generous, and still tiny.
 ENVELOPE_BYTES = 16 * 1024
+MAX_BOUNDARY = 200  # RFC 2046 allows 70; python-multipart refuses more than 256 (as an unhandled error)
 
 
 class _FilePart:
@@ -90,6 +91,13 @@ async def read_upload(request: Request, max_bytes: int, timeout_s: float) -> byt
     content_type, params = parse_options_header(request.headers.get("content-type", ""))
     if content_type != b"multipart/form-data" or not params.get(b"boundary"):
         raise _missing_file()
+    if len(params[b"boundary"]) > MAX_BOUNDARY:
+        raise APIError(
+            400,
+            ErrorCode.MALFORMED_BODY,
+            f"the multipart boundary is longer than {MAX_BOUNDARY} characters",
+            {"max_boundary": MAX_BOUNDARY},
+        )
     declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > max_bytes + ENVELOPE_BYTES:
         raise APIError(413, ErrorCode.FILE_TOO_LARGE, f"uploads are limited to {max_bytes} bytes", {"max_bytes": max_bytes})
@@ -139,7 +147,7 @@ async def read_upload(request: Request, max_bytes: int, timeout_s: float) -> byt
     except Exception as exc:  # noqa: BLE001  (python-multipart's parse errors on a malformed body)
         raise APIError(
             400,
-            ErrorCode.INVALID_IMAGE if part.parts else ErrorCode.VALIDATION_ERROR,
+            ErrorCode.MALFORMED_BODY,
             "the multipart body is malformed",
             type(exc).__name__,
         ) from exc

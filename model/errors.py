@@ -17,6 +17,7 @@ class ErrorCode(str, Enum):
     IMAGE_TOO_LARGE = "image_too_large"
     # The request
     VALIDATION_ERROR = "validation_error"
+    MALFORMED_BODY = "malformed_body"
     MIN_FACE_SIZE_UNSUPPORTED = "min_face_size_unsupported"
     UNAUTHORIZED = "unauthorized"
     NOT_FOUND = "not_found"

@@ -21,6 +21,12 @@ from model.errors import ErrorCode, InputError
 ALLOWED_FORMATS = {"JPEG", "MPO", "PNG", "WEBP", "BMP", "GIF", "TIFF"}
 ACCEPTED = "JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF"
 DEFLATE_MAX_RATIO = 1032  # zlib's limit: at most 258 bytes out per 2 bits in
+# Pillow keeps a pointer per row of every image it makes, so a 1 x 40,000,000 image costs ~320 MB per copy however
+# few pixels it has; no camera or scanner writes a side this long (JPEG and WebP cannot exceed 65,535).
+MAX_SIDE = 32_768
+# Each scan of a progressive JPEG is another pass over every block: a file of many tiny scans decodes for minutes
+# within the upload limit. Encoders write about 10 (libjpeg's progressive script); 100 leaves room.
+MAX_JPEG_SCANS = 100
 PNG_BITS_PER_PIXEL = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # samples per pixel by colour type
 
 
@@ -89,11 +95,21 @@ def decode_image(data: bytes, max_pixels: int) -> DecodedImage:
     width, height = im.size
     if width < 1 or height < 1:
         raise InputError(ErrorCode.INVALID_IMAGE, "the image has no pixels")
+    if max(width, height) > MAX_SIDE:
+        raise InputError(
+            ErrorCode.IMAGE_TOO_LARGE,
+            f"{width}x{height}: a side is over the limit of {MAX_SIDE} pixels",
+            {"width": width, "height": height, "max_side": MAX_SIDE},
+        )
     if width * height > max_pixels:
         raise InputError(
             ErrorCode.IMAGE_TOO_LARGE,
             f"{width}x{height} exceeds the limit of {max_pixels} pixels",
             {"width": width, "height": height, "max_pixels": max_pixels},
+        )
+    if fmt in ("JPEG", "MPO") and data.count(b"\xff\xda") > MAX_JPEG_SCANS:  # SOS markers (0xFF is stuffed in data)
+        raise InputError(
+            ErrorCode.INVALID_IMAGE, f"the JPEG has more than {MAX_JPEG_SCANS} scans", {"max_scans": MAX_JPEG_SCANS}
         )
     if fmt == "PNG" and _png_data_too_short(data):
         raise InputError(
