@@ -154,6 +154,19 @@ def test_training_cli_dry_run_resume_and_evaluate(tmp_path):
     assert [r["epoch"] for r in lines] == [1, 2] and lines[-1]["step"] == 4
     model, meta = load_checkpoint(tmp_path / "run" / "best.pt")
     assert meta["split"]["counts"]["train"] == 6 and meta["command"].startswith("python -m training train")
+    # A time budget stops after the epoch that passes it; a teacher adds the distillation term.
+    budget = [*train[: train.index("--out") + 1], str(tmp_path / "budget"), *train[train.index("--out") + 2 :]]
+    taught = subprocess.run(
+        [*budget, "--max-minutes", "0", "--teacher", str(tmp_path / "run" / "best.pt")],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert taught.returncode == 0, taught.stderr[-2000:]
+    budget_lines = (tmp_path / "budget" / "metrics.jsonl").read_text().splitlines()
+    assert len(budget_lines) == 1  # 3 epochs asked, the budget ended it after the first
+    assert load_checkpoint(tmp_path / "budget" / "best.pt")[1]["teacher"].endswith("best.pt")
     ev = subprocess.run(
         [
             sys.executable,

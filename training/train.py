@@ -51,6 +51,9 @@ class TrainConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 0
     steps: int | None = None  # stop after this many optimiser steps in all (dry run)
+    # Stop after the first epoch that ends past this many minutes of training (a budget, e.g. a lent GPU's time);
+    # best.pt is then the best epoch so far, and the cosine schedule is cut short, not stretched.
+    max_minutes: float | None = None
     seed: int = 0
     device: str = "auto"
     amp: bool = True  # bf16 autocast, CUDA only (measured slower on CPUs without bf16 units)
@@ -218,6 +221,7 @@ def _train(
         **(metadata or {}),
     }
     summary: dict = {}
+    started = time.time()
     for epoch in range(start_epoch, cfg.epochs):
         model.train()
         perm = torch.randperm(len(train_set), generator=gen).to(crops.device)
@@ -263,6 +267,7 @@ def _train(
             "seconds": round(time.time() - t0, 1),
         }
         done = cfg.steps is not None and step >= cfg.steps
+        done = done or (cfg.max_minutes is not None and time.time() - started > 60 * cfg.max_minutes)
         if len(val_set) and ((epoch + 1) % cfg.eval_interval == 0 or epoch + 1 == cfg.epochs or done):
             pred, _ = predict(model, val_set.crops, device, cfg.eval_batch_size, channels_last=channels_last)
             val = age_metrics(pred, val_set.ages)
