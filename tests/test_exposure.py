@@ -81,3 +81,23 @@ def test_cors_preflight_from_an_allowed_and_a_refused_origin():
 def test_no_cors_by_default(client):
     r = client.options("/estimate", headers={"Origin": "https://app.example.org", "Access-Control-Request-Method": "POST"})
     assert "access-control-allow-origin" not in r.headers
+
+
+@pytest.mark.slow
+def test_keys_and_cors_on_a_real_server():
+    import httpx
+
+    from testkit import running_service
+
+    allowed = "https://app.example.org"
+    env = {"DAA_API_KEYS": KEY, "DAA_CORS_ORIGINS": allowed}
+    with running_service(env) as (base, _):
+        ask = {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-api-key"}
+        ok = httpx.options(base + "/estimate", headers={"Origin": allowed, **ask})
+        assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == allowed
+        refused = httpx.options(base + "/estimate", headers={"Origin": "https://evil.example.com", **ask})
+        assert "access-control-allow-origin" not in refused.headers
+        files = {"file": ("a.jpg", fixture_bytes("astronaut.jpg"), "image/jpeg")}
+        assert httpx.post(base + "/estimate", files=files, timeout=60).status_code == 401
+        r = httpx.post(base + "/estimate", files=files, headers={"Origin": allowed, "X-API-Key": KEY}, timeout=60)
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == allowed
