@@ -99,3 +99,23 @@ def test_two_worker_processes_share_the_port():
         for _ in range(4):
             r = httpx.post(base + "/estimate", files={"file": ("a.jpg", fixture_bytes("astronaut.jpg"))}, timeout=60)
             assert r.status_code == 200 and len(r.json()["faces"]) == 1
+
+
+@pytest.mark.slow
+def test_the_wheel_ships_the_model_and_the_page_and_nothing_else(tmp_path):
+    import sys
+    import zipfile
+
+    proc = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", str(ROOT), "-w", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (wheel,) = tmp_path.glob("daa_age-*.whl")
+    names = zipfile.ZipFile(wheel).namelist()
+    tops = {n.split("/")[0] for n in names}
+    assert {"app", "model", "training", "bulk"} <= tops and "models" not in tops and "tests" not in tops
+    assert any(n.endswith("share/daa-age/models/daa-dlib-ensemble-utkface.pt") for n in names)  # default_checkpoint()
+    assert {"app/static/index.html", "app/static/app.js", "app/static/style.css"} <= set(names)
