@@ -27,7 +27,7 @@ from app.schemas import (
     ReadyResponse,
     Timing,
 )
-from app.security import require_key
+from app.security import metrics_access, require_key
 from app.service import Service
 from app.uploads import read_upload
 from model.errors import ErrorCode, InputError
@@ -255,17 +255,6 @@ async def get_model_info(service: Annotated[Service, Depends(get_service)]) -> M
         metrics=dict(meta.get("metrics") or {}),
         training=training,
     )
-
-
-async def metrics_access(request: Request) -> None:
-    if request.app.state.settings.metrics_need_key:
-        await require_key(request, request.headers.get("x-api-key"), await _bearer(request))
-
-
-async def _bearer(request: Request) -> Any:
-    from app.security import bearer
-
-    return await bearer(request)
 
 
 @router.get(

@@ -44,6 +44,12 @@ class APIKeys:
         return found
 
 
+async def metrics_access(request: Request) -> None:
+    """/metrics is open unless DAA_METRICS_NEED_KEY; not declared in the schema (Prometheus, not clients, call it)."""
+    if request.app.state.settings.metrics_need_key:
+        await require_key(request, await api_key_header(request), await bearer(request))
+
+
 async def require_key(
     request: Request,
     header: Annotated[str | None, Security(api_key_header)] = None,
