@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from model.config import REFERENCE_INTERVALS
 from model.errors import ErrorCode, InputError
 from model.estimator import Estimator, FaceResult
 from model.faces import DetectorSettings, FaceDetection, FaceDetector, crop_face
@@ -113,7 +114,7 @@ class AgePipeline:
                 f"max_faces {options.max_faces} is over this service's limit of {self.limits.max_faces} faces per photo",
                 {"max_faces": self.limits.max_faces},
             )
-        if options.interval not in (1, 2, 5, 10, 20, 50) or options.interval >= self.estimator.config.num_references:
+        if options.interval not in REFERENCE_INTERVALS or options.interval >= self.estimator.config.num_references:
             raise InputError(ErrorCode.VALIDATION_ERROR, f"reference interval {options.interval} is not offered")
 
     def prepare(self, data: bytes, options: PipelineOptions) -> Prepared:
