@@ -10,8 +10,6 @@ import base64
 import contextlib
 import os
 import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from typing import Any
 import httpx
 import pytest
 
-from testkit import FIXTURES, ROOT, free_port, wait_until_ready
+from testkit import FIXTURES, ROOT, running_service
 
 try:
     from selenium import webdriver
@@ -38,38 +36,12 @@ CHROMIUM = os.environ.get("DAA_CHROMIUM", "/usr/bin/chromium")
 CHROMEDRIVER = os.environ.get("DAA_CHROMEDRIVER", "/usr/bin/chromedriver")
 AGE_LABEL = re.compile(r"^\d+\.\d \(\d+\.\d–\d+\.\d\)$")  # "32.2 (20.0–44.5)"
 
-# The service as ``python -m app`` runs it, plus the page's router when app/main.py does not include it yet.
-LAUNCHER = """
-import os, uvicorn
-from app.main import create_app
-app = create_app()
-if not any(getattr(r, "path", None) == "/" for r in app.routes):
-    from app.page import router
-    app.include_router(router)
-uvicorn.run(app, host="127.0.0.1", port=int(os.environ["DAA_PORT"]), log_level="warning")
-"""
-
 
 @contextlib.contextmanager
 def serve(log_path: Path, **env: str) -> Iterator[str]:
-    """Start the service on a free loopback port (settings from ``DAA_*`` variables); yield its URL once ready."""
-    port = free_port()
-    full_env = {**os.environ, "DAA_HOST": "127.0.0.1", "DAA_PORT": str(port), "DAA_LOG_LEVEL": "warning", **env}
-    full_env.setdefault("DAA_THREADS", "1")
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-c", LAUNCHER], cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT
-        )
-    base = f"http://127.0.0.1:{port}"
-    try:
-        wait_until_ready(base, proc, 180, log_path)
+    """The real service (``python -m app``, which serves the page) on a free loopback port; yields its URL."""
+    with running_service({"DAA_THREADS": "1", **env}, log_path=log_path) as (base, _):
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="module")
