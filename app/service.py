@@ -13,8 +13,7 @@ import torch
 from app.batching import MicroBatcher
 from app.settings import Settings
 from app.telemetry import Telemetry
-from model.faces import DetectorSettings, FaceDetector
-from model.pipeline import AgePipeline, PipelineLimits
+from model.pipeline import AgePipeline
 
 
 @dataclass
@@ -56,29 +55,15 @@ class Service:
         threads = settings.kernel_threads()
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)  # this worker process's kernels; the server owns the process
-        from model.estimator import Estimator
-
-        estimator = Estimator(
-            settings.checkpoint, settings.device, settings.flip_tta, settings.runtime, payload=payload, threads=threads
-        )
-        detector = FaceDetector(
-            DetectorSettings(
-                min_face_size=settings.min_face_size,
-                thresholds=settings.mtcnn_thresholds,
-                min_score=settings.detection_threshold,
-                max_side=settings.detect_max_side,
-            ),
-            device=estimator.device,
-            runtime=settings.runtime,
-        )
-        pipeline = AgePipeline(
-            estimator,
-            detector,
-            PipelineLimits(
-                max_image_pixels=settings.max_image_pixels,
-                max_faces=settings.max_faces,
-                min_face_size=settings.min_face_size,
-            ),
+        pipeline = AgePipeline.load(
+            settings.checkpoint,
+            settings.device,
+            settings.runtime,
+            settings.flip_tta,
+            settings.detector_settings(),
+            settings.pipeline_limits(),
+            payload=payload,
+            threads=threads,
         )
         telemetry = telemetry or Telemetry()
         batcher = MicroBatcher(

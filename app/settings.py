@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+if TYPE_CHECKING:  # imported where used: reading settings needs neither torch nor the detector
+    from model.faces import DetectorSettings
+    from model.pipeline import PipelineLimits
 
 DEFAULT_MODEL = "daa-dlib-ensemble-utkface.pt"
 
@@ -117,6 +121,24 @@ class Settings(BaseSettings):
                 f"(DAA_MAX_FACES = {self.max_faces}), or such a photo could never be served"
             )
         return self
+
+    def detector_settings(self) -> DetectorSettings:
+        """The detector these settings describe (the service and the bulk command both build theirs from it)."""
+        from model.faces import DetectorSettings
+
+        return DetectorSettings(
+            min_face_size=self.min_face_size,
+            thresholds=self.mtcnn_thresholds,
+            min_score=self.detection_threshold,
+            max_side=self.detect_max_side,
+        )
+
+    def pipeline_limits(self) -> PipelineLimits:
+        from model.pipeline import PipelineLimits
+
+        return PipelineLimits(
+            max_image_pixels=self.max_image_pixels, max_faces=self.max_faces, min_face_size=self.min_face_size
+        )
 
     def kernel_threads(self) -> int:
         return self.threads

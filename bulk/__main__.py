@@ -62,11 +62,8 @@ def annotator_config(args: argparse.Namespace) -> AnnotatorConfig:
         device,
         s.runtime,
         s.flip_tta,
-        s.max_image_pixels,
-        s.max_faces,
-        s.min_face_size,
-        s.detect_max_side,
-        s.detection_threshold,
+        s.detector_settings(),
+        s.pipeline_limits(),
         args.deltas,
     )
 

@@ -10,7 +10,8 @@ from typing import Any
 import numpy as np
 
 from model.errors import ErrorCode, InputError
-from model.pipeline import AgePipeline, PipelineOptions, Prepared
+from model.faces import DetectorSettings
+from model.pipeline import AgePipeline, PipelineLimits, PipelineOptions, Prepared
 
 COLUMNS = [
     "file",
@@ -49,15 +50,15 @@ def error_row(file: str, code: ErrorCode, message: str) -> dict[str, Any]:
 
 @dataclass
 class AnnotatorConfig:
+    """What each worker process or Ray actor needs to build its pipeline (picklable: plain values and the
+    service settings' own detector settings and limits)."""
+
     checkpoint: str
-    device: str = "cpu"
-    runtime: str = "auto"
-    flip_tta: bool = True
-    max_image_pixels: int = 40_000_000
-    max_faces: int = 20
-    min_face_size: int = 40
-    detect_max_side: int = 1024
-    detection_threshold: float = 0.9
+    device: str
+    runtime: str
+    flip_tta: bool
+    detector: DetectorSettings
+    limits: PipelineLimits
     deltas: bool = False
 
 
@@ -66,20 +67,8 @@ class PhotoAnnotator:
     for all their faces together (batching across photos), and returns the rows."""
 
     def __init__(self, cfg: AnnotatorConfig) -> None:
-        from model.faces import DetectorSettings
-        from model.pipeline import PipelineLimits
-
         self.cfg = cfg
-        self.pipeline = AgePipeline.load(
-            cfg.checkpoint,
-            cfg.device,
-            cfg.runtime,
-            cfg.flip_tta,
-            DetectorSettings(
-                min_face_size=cfg.min_face_size, min_score=cfg.detection_threshold, max_side=cfg.detect_max_side
-            ),
-            PipelineLimits(max_image_pixels=cfg.max_image_pixels, max_faces=cfg.max_faces, min_face_size=cfg.min_face_size),
-        )
+        self.pipeline = AgePipeline.load(cfg.checkpoint, cfg.device, cfg.runtime, cfg.flip_tta, cfg.detector, cfg.limits)
         self.options = PipelineOptions()
 
     def annotate(self, paths: list[str]) -> list[dict[str, Any]]:

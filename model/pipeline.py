@@ -14,6 +14,8 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -93,15 +95,18 @@ class AgePipeline:
     @classmethod
     def load(
         cls,
-        checkpoint: str,
+        checkpoint: str | Path,
         device: str = "auto",
         runtime: str = "auto",
         flip_tta: bool = False,
         detector_settings: DetectorSettings | None = None,
         limits: PipelineLimits | None = None,
+        payload: dict[str, Any] | None = None,
+        threads: int | None = None,
     ) -> AgePipeline:
-        """Load a checkpoint and MTCNN; raises :class:`model.checkpoint.CheckpointError` on a bad checkpoint."""
-        estimator = Estimator(checkpoint, device, flip_tta, runtime)
+        """Load a checkpoint and MTCNN; raises :class:`model.checkpoint.CheckpointError` on a bad checkpoint.
+        ``payload``: the checkpoint as already read; ``threads``: ONNX Runtime threads of the encoder."""
+        estimator = Estimator(checkpoint, device, flip_tta, runtime, payload=payload, threads=threads)
         detector = FaceDetector(detector_settings, device=estimator.device, runtime=runtime)
         return cls(estimator, detector, limits)
 
