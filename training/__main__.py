@@ -159,8 +159,24 @@ def cmd_export(args: argparse.Namespace) -> None:
     from training.export import export
 
     print(
-        "wrote", export(args.checkpoint, args.report, args.out, args.version, args.licence, args.val_report, name=args.name)
+        "wrote",
+        export(
+            args.checkpoint,
+            args.report,
+            args.out,
+            args.version,
+            args.licence,
+            args.val_report,
+            name=args.name,
+            weights=args.weights,
+        ),
     )
+
+
+def cmd_blend(args: argparse.Namespace) -> None:
+    from training.blend import main as blend_main
+
+    blend_main(args.report, args.step)
 
 
 def cmd_groups(args: argparse.Namespace) -> None:
@@ -235,12 +251,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="one trained checkpoint, or several (trained on one split) to export as one ensemble",
     )
     p.add_argument("--name", help="the ensemble's model name (default: the members' names joined by '+')")
+    p.add_argument(
+        "--weights", type=float, nargs="+", help="one weight per --checkpoint (from `blend`); default: equal per network"
+    )
     p.add_argument("--report", type=Path, help="evaluate's JSON on the test split")
     p.add_argument("--val-report", type=Path, help="evaluate's JSON on the validation split (calibrates age_range)")
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--version", required=True)
     p.add_argument("--licence", default="")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("blend", help="choose ensemble weights from the members' validation reports")
+    p.add_argument("--report", type=Path, nargs="+", required=True, help="evaluate's JSON per member, --subset val")
+    p.add_argument("--step", type=float, default=0.05, help="weight grid step")
+    p.set_defaults(func=cmd_blend)
 
     p = sub.add_parser("groups", help="MAE and CA(5) by decade, gender and ethnicity (UTKFace labels), as markdown")
     p.add_argument("--report", type=Path, required=True, help="evaluate's JSON")

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 
 from model.checkpoint import load_checkpoint, save_checkpoint
-from model.ensemble import from_networks, networks
+from model.ensemble import DAAEnsemble, from_networks, networks
 from model.factory import DAAModel
 from model.ranges import fit_range_model, range_report
 from training.metrics import range_coverage
@@ -26,17 +26,37 @@ def range_factor(report: dict, coverage: float = 0.95) -> float:
     return float(np.quantile(ratio, coverage))
 
 
-def load_members(checkpoints: list[Path], name: str | None = None) -> tuple[DAAModel, dict]:
+def network_weights(models: list[DAAModel], weights: list[float] | None) -> list[float] | None:
+    """Per-network weights for checkpoint-level ``weights``: a checkpoint's weight is shared among its networks
+    as that checkpoint pooled them (its own ensemble weights, or equally)."""
+    if weights is None:
+        return None
+    if len(weights) != len(models):
+        raise ValueError(f"{len(weights)} weights for {len(models)} checkpoints")
+    out: list[float] = []
+    for w, model in zip(weights, models):
+        inner = model.config.member_weights() if isinstance(model, DAAEnsemble) else [1.0]
+        out.extend(w * v for v in inner)
+    return out
+
+
+def load_members(
+    checkpoints: list[Path], name: str | None = None, weights: list[float] | None = None
+) -> tuple[DAAModel, dict]:
     """One checkpoint as it is, or several as one :class:`model.ensemble.DAAEnsemble` whose metadata lists each
-    member's. Members must come from the same split file, or the ensemble's test figures would be meaningless."""
+    member's. Members must come from the same split file, or the ensemble's test figures would be meaningless.
+    ``weights``: one per checkpoint (``python -m training blend`` chooses them on validation)."""
     loaded = [load_checkpoint(c) for c in checkpoints]
     metas = [{k: v for k, v in meta.items() if k != "train_state"} for _, meta in loaded]
     if len(loaded) == 1:
+        if weights is not None and len(weights) != 1:
+            raise ValueError(f"{len(weights)} weights for 1 checkpoint")
         return loaded[0][0], metas[0]
     splits = {json.dumps((m.get("split") or {}).get("file")) for m in metas}
     if len(splits) > 1:
         raise ValueError(f"ensemble members were trained on different split files: {sorted(splits)}")
-    model = from_networks([net for member, _ in loaded for net in networks(member)], name or "")
+    per_network = network_weights([m for m, _ in loaded], weights)
+    model = from_networks([net for member, _ in loaded for net in networks(member)], name or "", per_network)
     meta = {
         "split": metas[0].get("split"),
         "data": metas[0].get("data"),
@@ -53,8 +73,9 @@ def export(
     licence: str,
     val_report: Path | None = None,
     name: str | None = None,
+    weights: list[float] | None = None,
 ) -> Path:
-    model, meta = load_members(checkpoint if isinstance(checkpoint, list) else [checkpoint], name)
+    model, meta = load_members(checkpoint if isinstance(checkpoint, list) else [checkpoint], name, weights)
     rep = json.loads(report.read_text()) if report is not None else None
     if rep is not None:
         first = next(iter(rep["results"]))
