@@ -13,10 +13,15 @@ from model.network import DAANet
 DAAModel = DAANet | DAAEnsemble
 
 
+def parse_config(config: dict[str, Any]) -> ModelConfig | EnsembleConfig:
+    """A stored config: an ensemble's (a dict with ``members``) or one network's."""
+    return EnsembleConfig.from_dict(config) if "members" in config else ModelConfig.from_dict(config)
+
+
 def build_model(config: ModelConfig | EnsembleConfig | dict[str, Any]) -> DAAModel:
     """A :class:`DAANet`, or a :class:`DAAEnsemble` for an ensemble config (a dict with ``members``)."""
     if isinstance(config, dict):
-        config = EnsembleConfig.from_dict(config) if "members" in config else ModelConfig.from_dict(config)
+        config = parse_config(config)
     return DAAEnsemble(config) if isinstance(config, EnsembleConfig) else DAANet(config)
 
 

@@ -194,6 +194,13 @@ def test_training_cli_dry_run_resume_and_evaluate(tmp_path):
     assert set(report["results"]) == {"1", "10", "50"}
     assert {"mae", "ca3", "ca5", "ca7", "per_decade"} <= set(report["results"]["1"])
     assert {p.name for p in (tmp_path / "plots").iterdir()} == {"mae_per_decade.png", "pred_vs_true.png", "style_s_t.png"}
+    # A model (or teacher) that reads another crop than the cache holds is refused, not trained on wrong crops.
+    other = tmp_path / "other.json"
+    other.write_text(json.dumps({"model": {"encoder": "c3ae", "crop": {"size": 96, "scale": 1.5}}}))
+    refused = subprocess.run(
+        [*train, "--config", str(other), "--steps", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert refused.returncode != 0 and "crops, but the model" in refused.stderr
 
 
 @pytest.mark.slow

@@ -20,8 +20,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from model.checkpoint import read_checkpoint
 from model.config import DAA_MODES, ModelConfig
 from model.faces import CropSpec
+from model.factory import parse_config
 from training.augment import AugmentConfig
 from training.datasets import LOADERS, load_dataset
 from training.preprocess import build_cache, load_cache
@@ -50,6 +52,14 @@ def ensure_cache(args: argparse.Namespace, spec: CropSpec):
             f"{summary['no_face']} without a detected face (fallback: {summary['fallback']})"
         )
     return load_cache(args.cache)
+
+
+def check_crop(args: argparse.Namespace, spec: CropSpec, what: str) -> None:
+    """Refuse a crop cache made with another crop than ``what`` reads: the figures would silently be wrong."""
+    summary = args.cache / "summary.json"
+    made = json.loads(summary.read_text()).get("crop") if summary.exists() else None
+    if made is not None and CropSpec.from_dict(made) != spec:
+        raise SystemExit(f"{args.cache} holds {CropSpec.from_dict(made)} crops, but {what} reads {spec}")
 
 
 def ensure_split(args: argparse.Namespace) -> dict:
@@ -98,6 +108,9 @@ def cmd_train(args: argparse.Namespace) -> None:
     # process-wide, so the command that owns the process sets it, not the library.
     torch.set_flush_denormal(True)
     cache = ensure_cache(args, model_cfg.crop)
+    check_crop(args, model_cfg.crop, f"the model {model_cfg.name!r}")
+    if args.teacher:
+        check_crop(args, parse_config(read_checkpoint(args.teacher)["config"]).crop, f"the teacher {args.teacher}")
     split = ensure_split(args)
     tr, va = subset(cache, split["train"]), subset(cache, split["val"])
     if "init_age" not in model_fields:
@@ -136,6 +149,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     from training.evaluate import evaluate, write_report
 
     cache = ensure_cache(args, CropSpec())
+    check_crop(args, parse_config(read_checkpoint(args.checkpoint)["config"]).crop, str(args.checkpoint))
     data = subset(cache, ensure_split(args)[args.subset])
     intervals = [int(k) for k in args.intervals.split(",")]
     report = evaluate(args.checkpoint, data, intervals, args.device, flip=args.flip)
