@@ -204,5 +204,7 @@ def test_export_weights_are_per_checkpoint_and_shared_among_its_networks(tmp_pat
     out = export([pair, single], None, tmp_path / "ens.pt", "3.0.0", "", weights=[0.6, 0.4])
     model, _ = load_checkpoint(out)
     assert model.config.weights == pytest.approx([0.15, 0.45, 0.4])
+    renamed, _ = load_checkpoint(export([out], None, tmp_path / "renamed.pt", "3.0.1", "", name="shipped"))
+    assert renamed.config.name == "shipped" and renamed.config.weights == pytest.approx([0.15, 0.45, 0.4])
     with pytest.raises(ValueError, match="2 weights for 1 checkpoint"):
         export([single], None, tmp_path / "bad.pt", "3.0.0", "", weights=[0.5, 0.5])

@@ -51,6 +51,8 @@ def load_members(
     if len(loaded) == 1:
         if weights is not None and len(weights) != 1:
             raise ValueError(f"{len(weights)} weights for 1 checkpoint")
+        if name:
+            loaded[0][0].config.name = name
         return loaded[0][0], metas[0]
     splits = {json.dumps((m.get("split") or {}).get("file")) for m in metas}
     if len(splits) > 1:
