@@ -13,7 +13,7 @@ if TYPE_CHECKING:  # imported where used: reading settings needs neither torch n
     from model.faces import DetectorSettings
     from model.pipeline import PipelineLimits
 
-DEFAULT_MODEL = "daa-dlib-ensemble-utkface.pt"
+DEFAULT_MODEL = "daa-dlibface150-distilled-utkface.pt"
 
 
 def default_checkpoint() -> Path:

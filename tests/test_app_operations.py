@@ -25,7 +25,7 @@ def test_health_ready_model(client):
     assert info["name"] == arch["name"]
     assert info["reference_ages"] == list(range(100)) and info["reference_intervals"] == [1, 2, 5, 10, 20, 50]
     assert info["parameters"] > 1000
-    assert info["crop"]["size"] == 128
+    assert info["crop"]["size"] == 150
 
 
 def test_metrics_count_requests(client):

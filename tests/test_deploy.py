@@ -117,5 +117,6 @@ def test_the_wheel_ships_the_model_and_the_page_and_nothing_else(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     assert {"app", "model", "training", "bulk"} <= tops and "models" not in tops and "tests" not in tops
-    assert any(n.endswith("share/daa-age/models/daa-dlib-ensemble-utkface.pt") for n in names)  # default_checkpoint()
+    default = "share/daa-age/models/daa-dlibface150-distilled-utkface.pt"  # what default_checkpoint() finds
+    assert any(n.endswith(default) for n in names)
     assert {"app/static/index.html", "app/static/app.js", "app/static/style.css"} <= set(names)
