@@ -12,7 +12,9 @@ import pytest
 import torch
 from PIL import Image, ImageEnhance, ImageOps
 
-from model.checkpoint import load_checkpoint
+from model.checkpoint import load_checkpoint, save_checkpoint
+from model.config import ModelConfig
+from model.factory import build_model
 from testkit import FIXTURES
 from training.augment import AugmentConfig, augment_batch
 from training.datasets import Sample, load_csv, load_fgnet, load_utkface
@@ -201,6 +203,12 @@ def test_training_cli_dry_run_resume_and_evaluate(tmp_path):
         [*train, "--config", str(other), "--steps", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600
     )
     assert refused.returncode != 0 and "crops, but the model" in refused.stderr
+    wide = build_model(ModelConfig(encoder="c3ae", crop={"size": 96, "scale": 1.5}))
+    wide_teacher = save_checkpoint(tmp_path / "wide.pt", wide, {})
+    untaught = subprocess.run(
+        [*train, "--teacher", str(wide_teacher), "--steps", "1"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
+    assert untaught.returncode != 0 and "reads CropSpec(size=96, scale=1.5, align=True) crops" in untaught.stderr
 
 
 @pytest.mark.slow

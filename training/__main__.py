@@ -42,7 +42,9 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2, help="detection processes for preprocessing")
 
 
-def ensure_cache(args: argparse.Namespace, spec: CropSpec):
+def ensure_cache(args: argparse.Namespace, spec: CropSpec, reader: str | None = None):
+    """The crop cache, built with ``spec`` on first use. ``reader`` (what will read the crops): refuse a cache
+    made with another crop, whose figures would silently be wrong."""
     if not (args.cache / "crops.npy").exists():
         if args.data is None:
             raise SystemExit(f"{args.cache} holds no crops yet; give --data to build it")
@@ -51,15 +53,11 @@ def ensure_cache(args: argparse.Namespace, spec: CropSpec):
             f"preprocessed {summary['images']} images in {summary['seconds']}s; "
             f"{summary['no_face']} without a detected face (fallback: {summary['fallback']})"
         )
+    elif reader is not None and (args.cache / "summary.json").exists():
+        made = json.loads((args.cache / "summary.json").read_text()).get("crop")
+        if made is not None and CropSpec.from_dict(made) != spec:
+            raise SystemExit(f"{args.cache} holds {CropSpec.from_dict(made)} crops, but {reader} reads {spec}")
     return load_cache(args.cache)
-
-
-def check_crop(args: argparse.Namespace, spec: CropSpec, what: str) -> None:
-    """Refuse a crop cache made with another crop than ``what`` reads: the figures would silently be wrong."""
-    summary = args.cache / "summary.json"
-    made = json.loads(summary.read_text()).get("crop") if summary.exists() else None
-    if made is not None and CropSpec.from_dict(made) != spec:
-        raise SystemExit(f"{args.cache} holds {CropSpec.from_dict(made)} crops, but {what} reads {spec}")
 
 
 def ensure_split(args: argparse.Namespace) -> dict:
@@ -107,10 +105,7 @@ def cmd_train(args: argparse.Namespace) -> None:
     # The dlib weights' activations go denormal; flushing them made CPU training ~1.6x faster. The flag is
     # process-wide, so the command that owns the process sets it, not the library.
     torch.set_flush_denormal(True)
-    cache = ensure_cache(args, model_cfg.crop)
-    check_crop(args, model_cfg.crop, f"the model {model_cfg.name!r}")
-    if args.teacher:
-        check_crop(args, parse_config(read_checkpoint(args.teacher)["config"]).crop, f"the teacher {args.teacher}")
+    cache = ensure_cache(args, model_cfg.crop, f"the model {model_cfg.name!r}")
     split = ensure_split(args)
     tr, va = subset(cache, split["train"]), subset(cache, split["val"])
     if "init_age" not in model_fields:
@@ -148,11 +143,11 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from training.evaluate import evaluate, write_report
 
-    cache = ensure_cache(args, CropSpec())
-    check_crop(args, parse_config(read_checkpoint(args.checkpoint)["config"]).crop, str(args.checkpoint))
+    payload = read_checkpoint(args.checkpoint)  # read once: its crop picks the cache, then it is evaluated
+    cache = ensure_cache(args, parse_config(payload["config"]).crop, str(args.checkpoint))
     data = subset(cache, ensure_split(args)[args.subset])
     intervals = [int(k) for k in args.intervals.split(",")]
-    report = evaluate(args.checkpoint, data, intervals, args.device, flip=args.flip)
+    report = evaluate(args.checkpoint, data, intervals, args.device, flip=args.flip, payload=payload)
     report["subset"], report["split_file"] = args.subset, str(args.split)
     write_report(report, args.out)
     if args.plots:
@@ -164,7 +159,7 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
         plot_decades(first, args.plots / "mae_per_decade.png")
         pred = report["predictions"]
         plot_pred_vs_true(np.asarray(pred["true"]), np.asarray(pred["pred"]), args.plots / "pred_vs_true.png")
-        model, _ = load_checkpoint(args.checkpoint)
+        model, _ = load_checkpoint(args.checkpoint, payload=payload)
         plot_style_curves(model, args.plots / "style_s_t.png")
     print(f"wrote {args.out}")
 

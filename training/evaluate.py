@@ -30,10 +30,17 @@ def uncertainty_metrics(pred: np.ndarray, spread: np.ndarray, true: np.ndarray) 
 
 
 def evaluate(
-    checkpoint: Path, data: CropCache, intervals: list[int], device: str = "auto", flip: bool = False, batch_size: int = 256
+    checkpoint: Path,
+    data: CropCache,
+    intervals: list[int],
+    device: str = "auto",
+    flip: bool = False,
+    batch_size: int = 256,
+    payload: dict | None = None,
 ) -> dict:
+    """``payload``: the checkpoint as :func:`model.checkpoint.read_checkpoint` returned it, if already read."""
     dev = resolve_device(device)
-    model, meta = load_checkpoint(checkpoint, map_location=dev)
+    model, meta = load_checkpoint(checkpoint, map_location=dev, payload=payload)
     zero_denormal_weights(model)
     report: dict = {
         "checkpoint": str(checkpoint),

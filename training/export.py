@@ -100,10 +100,8 @@ def export(
         ranges = fit_range_model(vp["pred"], vp["true"], vp["spread"])
         meta["range_model"] = ranges.to_dict()
         if rep is not None:
-            tp = rep["predictions"]
-            meta["metrics"]["age_range"] = range_report(ranges, tp["pred"], tp["true"], tp["spread"])
-        if rep is not None:
             p = rep["predictions"]
+            meta["metrics"]["age_range"] = range_report(ranges, p["pred"], p["true"], p["spread"])
             meta["metrics"]["uncertainty"]["range_coverage_calibrated"] = round(
                 range_coverage(p["pred"], p["true"], p["spread"], factor), 4
             )

@@ -193,6 +193,9 @@ def _train(
         model.to(memory_format=torch.channels_last)
     optimizer = build_optimizer(model, cfg)
     teacher_model = load_checkpoint(teacher, map_location=device)[0] if teacher else None
+    if teacher_model is not None and teacher_model.config.crop != model_cfg.crop:
+        # The teacher sees the student's batch: it must read the same crop (an ensemble reads its loosest).
+        raise ValueError(f"the teacher {teacher} reads {teacher_model.config.crop} crops, the model {model_cfg.crop}")
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
     base_lrs = [g["lr"] for g in optimizer.param_groups]
