@@ -1,5 +1,6 @@
 """Photos in, rows out: one row per face, or one row with an error code for a photo that gave none. This is where
-a bulk run calls the pipeline; the local and the Ray runner both use :class:`PhotoAnnotator`."""
+a bulk run calls the pipeline (:meth:`AgePipeline.run_many`, which batches faces across photos); the local and the
+Ray runner both use :class:`PhotoAnnotator`."""
 
 from __future__ import annotations
 
@@ -7,11 +8,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from model.errors import ErrorCode, InputError
-from model.faces import DetectorSettings
-from model.pipeline import AgePipeline, PipelineLimits, PipelineOptions, Prepared
+from model.detection import DetectorSettings
+from model.errors import ErrorCode, InputError, RowCode
+from model.pipeline import AgePipeline, PipelineLimits, PipelineOptions
 
 COLUMNS = [
     "file",
@@ -30,7 +29,7 @@ COLUMNS = [
 ]
 
 
-def error_row(file: str, code: ErrorCode, message: str) -> dict[str, Any]:
+def error_row(file: str, code: ErrorCode | RowCode, message: str) -> dict[str, Any]:
     return {
         "file": file,
         "face": None,
@@ -72,28 +71,21 @@ class PhotoAnnotator:
         self.options = PipelineOptions()
 
     def annotate(self, paths: list[str]) -> list[dict[str, Any]]:
-        prepared: list[tuple[str, Prepared]] = []
         rows_by_file: dict[str, list[dict[str, Any]]] = {}
+        readable: list[tuple[str, bytes]] = []
         for path in paths:
             try:
-                data = Path(path).read_bytes()
-                prepared.append((path, self.pipeline.prepare(data, self.options)))
-            except InputError as exc:
-                rows_by_file[path] = [error_row(path, exc.code, exc.message)]
+                readable.append((path, Path(path).read_bytes()))
             except OSError as exc:
-                rows_by_file[path] = [error_row(path, ErrorCode.FILE_NOT_READABLE, f"cannot read the file: {exc.strerror}")]
-        with_faces = [(p, prep) for p, prep in prepared if len(prep.faces)]
-        crops = [prep.crops for _, prep in with_faces]
-        results = self.pipeline.estimate(np.concatenate(crops), self.options.interval) if crops else []
-        offset = 0
-        for path, prep in prepared:
-            if not prep.faces:
-                rows_by_file[path] = [error_row(path, ErrorCode.NO_FACE, "no face found")]
-                continue
-            mine = results[offset : offset + len(prep.faces)]
-            offset += len(prep.faces)
-            out = self.pipeline.finish(prep, mine, 0.0, self.options.interval)
-            rows_by_file[path] = [self._face_row(path, i, f) for i, f in enumerate(out.faces)]
+                rows_by_file[path] = [error_row(path, RowCode.FILE_NOT_READABLE, f"cannot read the file: {exc.strerror}")]
+        results = self.pipeline.run_many([data for _, data in readable], self.options)
+        for (path, _), result in zip(readable, results):
+            if isinstance(result, InputError):
+                rows_by_file[path] = [error_row(path, result.code, result.message)]
+            elif not result.faces:
+                rows_by_file[path] = [error_row(path, RowCode.NO_FACE, "no face found")]
+            else:
+                rows_by_file[path] = [self._face_row(path, i, f) for i, f in enumerate(result.faces)]
         return [row for path in paths for row in rows_by_file[path]]
 
     def _face_row(self, path: str, index: int, face: Any) -> dict[str, Any]:

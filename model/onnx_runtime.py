@@ -87,7 +87,10 @@ class OrtModule(nn.Module):
         # The arena keeps the largest P-Net canvas ever seen: +150 MiB resident after a few 1080p photos, for no
         # measurable speed (peer_bench, 200x200 and 1080p, with and without it).
         options.enable_cpu_mem_arena = False
-        options.add_session_config_entry("session.set_denormal_as_zero", "1")
+        # No "session.set_denormal_as_zero": ONNX Runtime sets it as flush-to-zero on the calling thread and leaves
+        # it set, which changes the host's floating-point arithmetic (it broke hypothesis in the test process);
+        # the weights' denormals are zeroed instead (model/inference.py), and it measured no faster with the flag
+        # (default model, one face, one thread: 9.7 / 8.6 ms with it, 8.4 / 7.9 without, A B A B).
         self.session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:

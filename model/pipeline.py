@@ -1,7 +1,8 @@
 """The one age-estimation pipeline: upload bytes -> image -> faces -> crops -> model -> ages.
 
-The service (``app/``), the bulk command, ``training evaluate`` and the benchmarks all run photos through an
-:class:`AgePipeline`; this is the only place the steps are chained. :meth:`AgePipeline.run` chains them in the
+The service (``app/``), the bulk command and the benchmarks run photos through an :class:`AgePipeline`; this is
+the only place the steps are chained (``training evaluate`` scores cached crops, made by the same detector and
+:func:`model.faces.crop_face`, without decoding photos again). :meth:`AgePipeline.run` chains them in the
 calling thread. :meth:`AgePipeline.run_async` chains the same steps for a server: the CPU-bound front half
 (decode, detect, crop) on a worker pool, the model call through a caller-supplied batcher, and a check between
 stages that stops work for a client that has gone away.
@@ -20,32 +21,17 @@ from typing import Any
 import numpy as np
 
 from model.config import REFERENCE_INTERVALS
+from model.detection import Detector, DetectorSettings, FaceDetection, create_detector
+from model.detectors.whole import WholeImage
 from model.errors import ErrorCode, InputError
 from model.estimator import Estimator, FaceResult
-from model.faces import DetectorSettings, FaceDetection, FaceDetector, crop_face
+from model.faces import crop_face
 from model.imaging import decode_image
+from model.options import PipelineLimits, PipelineOptions, RuntimeOptions
 
 
 class ClientGone(Exception):
     """The caller no longer wants the answer (the HTTP client disconnected); work stopped at a stage boundary."""
-
-
-@dataclass(frozen=True)
-class PipelineOptions:
-    """Per-photo options. ``None`` means the pipeline's default."""
-
-    max_faces: int | None = None
-    min_face_size: int | None = None
-    interval: int = 1
-
-
-@dataclass(frozen=True)
-class PipelineLimits:
-    """What any one photo may cost: its pixels, the faces estimated, the default minimum face size."""
-
-    max_image_pixels: int = 40_000_000
-    max_faces: int = 20
-    min_face_size: int = 40
 
 
 @dataclass
@@ -87,27 +73,29 @@ StillWanted = Callable[[], Awaitable[bool]]
 
 
 class AgePipeline:
-    def __init__(self, estimator: Estimator, detector: FaceDetector, limits: PipelineLimits | None = None) -> None:
+    def __init__(self, estimator: Estimator, detector: Detector, limits: PipelineLimits | None = None) -> None:
         self.estimator = estimator
         self.detector = detector
         self.limits = limits or PipelineLimits()
+        self.whole_image: Detector = WholeImage()  # the per-request ``detector="none"``
 
     @classmethod
     def load(
         cls,
         checkpoint: str | Path,
-        device: str = "auto",
-        runtime: str = "auto",
-        flip_tta: bool = False,
+        device: str = RuntimeOptions.device,
+        runtime: str = RuntimeOptions.runtime,
+        flip_tta: bool = RuntimeOptions.flip_tta,
         detector_settings: DetectorSettings | None = None,
         limits: PipelineLimits | None = None,
         payload: dict[str, Any] | None = None,
-        threads: int | None = None,
+        threads: int = RuntimeOptions.threads,
     ) -> AgePipeline:
-        """Load a checkpoint and MTCNN; raises :class:`model.checkpoint.CheckpointError` on a bad checkpoint.
-        ``payload``: the checkpoint as already read; ``threads``: ONNX Runtime threads of the encoder."""
+        """Load a checkpoint and the detector ``detector_settings`` names; raises
+        :class:`model.checkpoint.CheckpointError` on a bad checkpoint. ``payload``: the checkpoint as already read;
+        ``threads``: threads of each kernel call (ONNX Runtime)."""
         estimator = Estimator(checkpoint, device, flip_tta, runtime, payload=payload, threads=threads)
-        detector = FaceDetector(detector_settings, device=estimator.device, runtime=runtime)
+        detector = create_detector(detector_settings, device=str(estimator.device), runtime=runtime, threads=threads)
         return cls(estimator, detector, limits)
 
     # The steps -------------------------------------------------------------------------------------------------
@@ -121,6 +109,15 @@ class AgePipeline:
             )
         if options.interval not in REFERENCE_INTERVALS or options.interval >= self.estimator.config.num_references:
             raise InputError(ErrorCode.VALIDATION_ERROR, f"reference interval {options.interval} is not offered")
+        if options.detector not in (None, "none", self.detector.name):
+            raise InputError(
+                ErrorCode.VALIDATION_ERROR,
+                f"detector {options.detector!r} is not offered: this service runs {self.detector.name!r}, or 'none' "
+                "for photos that are already face crops",
+            )
+
+    def detector_for(self, options: PipelineOptions) -> Detector:
+        return self.whole_image if options.detector == "none" else self.detector
 
     def prepare(self, data: bytes, options: PipelineOptions) -> Prepared:
         """Decode, detect and crop: the CPU-bound front half, bounded in cost for any input."""
@@ -129,7 +126,8 @@ class AgePipeline:
         decoded = decode_image(data, self.limits.max_image_pixels)
         image = decoded.image
         t1 = time.perf_counter()
-        smallest = self.detector.smallest_face(image.width, image.height)
+        detector = self.detector_for(options)
+        smallest = detector.smallest_face(image.width, image.height)
         if options.min_face_size is not None and options.min_face_size < smallest:
             raise InputError(
                 ErrorCode.MIN_FACE_SIZE_UNSUPPORTED,
@@ -144,7 +142,7 @@ class AgePipeline:
                 },
             )
         wanted = max(options.min_face_size or self.limits.min_face_size, smallest)
-        faces = self.detector.detect(image, int(np.ceil(wanted)))
+        faces = detector.detect(image, int(np.ceil(wanted)))
         faces = faces[: min(options.max_faces or self.limits.max_faces, self.limits.max_faces)]
         spec = self.estimator.crop_spec
         crops = (
@@ -182,6 +180,31 @@ class AgePipeline:
         t0 = time.perf_counter()
         results = self.estimate(prepared.crops, options.interval)
         return self.finish(prepared, results, time.perf_counter() - t0, options.interval)
+
+    def run_many(self, photos: Sequence[bytes], options: PipelineOptions | None = None) -> list[PhotoResult | InputError]:
+        """Several photos in this thread, their faces through the model in one call (how the bulk command batches
+        across photos). A photo that cannot be served gives its :class:`InputError` in its place."""
+        options = options or PipelineOptions()
+        prepared: list[Prepared | InputError] = []
+        for data in photos:
+            try:
+                prepared.append(self.prepare(data, options))
+            except InputError as exc:
+                prepared.append(exc)
+        ready = [p for p in prepared if isinstance(p, Prepared)]
+        t0 = time.perf_counter()
+        crops = [p.crops for p in ready if len(p.crops)]
+        results = self.estimate(np.concatenate(crops), options.interval) if crops else []
+        share = (time.perf_counter() - t0) / max(len(ready), 1)
+        out: list[PhotoResult | InputError] = []
+        offset = 0
+        for p in prepared:
+            if isinstance(p, InputError):
+                out.append(p)
+                continue
+            out.append(self.finish(p, results[offset : offset + len(p.faces)], share, options.interval))
+            offset += len(p.faces)
+        return out
 
     async def run_async(
         self,

@@ -1,4 +1,4 @@
-"""Detection and the shared crop function."""
+"""MTCNN detection and the shared crop function (every registered detector: tests/test_detectors.py)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from model.faces import CropSpec, DetectorSettings, FaceDetection, FaceDetector, crop_face, crop_geometry
+from model.detection import DetectorSettings, FaceDetection
+from model.detectors.mtcnn import MTCNNDetector
+from model.faces import CropSpec, crop_face, crop_geometry
 from testkit import FIXTURES, iou
 
 
 @pytest.fixture(scope="module")
-def detector() -> FaceDetector:
-    return FaceDetector()
+def detector() -> MTCNNDetector:
+    return MTCNNDetector()
 
 
 def test_crop_is_centred_square_of_the_box_scaled():
@@ -39,7 +41,7 @@ def test_alignment_levels_the_eyes():
 def test_downscaled_detection_matches_full_resolution(detector):
     group = Image.open(FIXTURES / "group.jpg").convert("RGB")
     big = group.resize((1920, 1080), Image.BICUBIC)  # a 1080p photo with faces of about 150-340 px
-    full = FaceDetector(DetectorSettings(max_side=4096)).detect(big, min_face_size=40)
+    full = MTCNNDetector(DetectorSettings(max_side=4096)).detect(big, min_face_size=40)
     fast = detector.detect(big, min_face_size=40)
     assert len(full) == len(fast) == 3
     for a, b in zip(full, fast):

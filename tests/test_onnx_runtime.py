@@ -9,8 +9,10 @@ from PIL import Image
 
 from app.settings import default_checkpoint
 from model.config import ModelConfig
+from model.detection import DetectorSettings
+from model.detectors.mtcnn import MTCNNDetector
 from model.estimator import Estimator
-from model.faces import CropSpec, DetectorSettings, FaceDetector, crop_face
+from model.faces import crop_face
 from model.factory import build_model
 from model.onnx_runtime import OrtEncoder, resolve_runtime
 from testkit import FIXTURES
@@ -30,8 +32,8 @@ def test_encoder_body_matches_torch(encoder, size):
 
 def test_detector_finds_the_same_faces():
     group = Image.open(FIXTURES / "group.jpg").convert("RGB")
-    torch_faces = FaceDetector(DetectorSettings(min_face_size=20), runtime="torch").detect(group)
-    ort_faces = FaceDetector(DetectorSettings(min_face_size=20), runtime="onnxruntime").detect(group)
+    torch_faces = MTCNNDetector(DetectorSettings(min_face_size=20), runtime="torch").detect(group)
+    ort_faces = MTCNNDetector(DetectorSettings(min_face_size=20), runtime="onnxruntime").detect(group)
     assert len(ort_faces) == len(torch_faces) >= 3
     for a, b in zip(ort_faces, torch_faces):
         np.testing.assert_allclose(a.box, b.box, atol=0.05)
@@ -40,10 +42,12 @@ def test_detector_finds_the_same_faces():
 
 def test_served_ages_match_torch():
     group = Image.open(FIXTURES / "group.jpg").convert("RGB")
-    faces = FaceDetector(DetectorSettings(min_face_size=20)).detect(group)
-    crops = np.stack([crop_face(group, f, CropSpec()) for f in faces])
-    a = Estimator(str(default_checkpoint()), "cpu", True, runtime="torch").estimate(crops, 1)
-    b = Estimator(str(default_checkpoint()), "cpu", True, runtime="onnxruntime").estimate(crops, 1)
+    faces = MTCNNDetector(DetectorSettings(min_face_size=20)).detect(group)
+    a_est = Estimator(str(default_checkpoint()), "cpu", True, runtime="torch")
+    b_est = Estimator(str(default_checkpoint()), "cpu", True, runtime="onnxruntime")
+    # The crops the served model reads (its own crop spec: 150 px, scale 1.5 for the default).
+    crops = np.stack([crop_face(group, f, a_est.crop_spec) for f in faces])
+    a, b = a_est.estimate(crops, 1), b_est.estimate(crops, 1)
     for x, y in zip(a, b):
         assert abs(x.age - y.age) < 0.01 and abs(x.spread - y.spread) < 0.01
         np.testing.assert_allclose(x.deltas, y.deltas, atol=0.02)

@@ -40,6 +40,21 @@ def _data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--val", type=float, default=0.1)
     p.add_argument("--test", type=float, default=0.2)
     p.add_argument("--workers", type=int, default=2, help="detection processes for preprocessing")
+    p.add_argument(
+        "--detector", help="face detector for a new cache (default: the service's, DAA_DETECTOR); see list_detectors()"
+    )
+
+
+def detector_settings(args: argparse.Namespace):
+    """The service's detector settings (``DAA_*`` variables), with ``--detector`` choosing another detector."""
+    from dataclasses import replace
+
+    from app.settings import Settings
+
+    settings = Settings().detector_settings()
+    if getattr(args, "detector", None) and args.detector != settings.name:
+        settings = replace(settings, name=args.detector, options={})
+    return settings
 
 
 def ensure_cache(args: argparse.Namespace, spec: CropSpec, reader: str | None = None):
@@ -48,15 +63,21 @@ def ensure_cache(args: argparse.Namespace, spec: CropSpec, reader: str | None = 
     if not (args.cache / "crops.npy").exists():
         if args.data is None:
             raise SystemExit(f"{args.cache} holds no crops yet; give --data to build it")
-        summary = build_cache(load_dataset(args.dataset, args.data), args.cache, spec, workers=args.workers)
+        summary = build_cache(
+            load_dataset(args.dataset, args.data), args.cache, spec, detector_settings(args), workers=args.workers
+        )
         print(
             f"preprocessed {summary['images']} images in {summary['seconds']}s; "
             f"{summary['no_face']} without a detected face (fallback: {summary['fallback']})"
         )
     elif reader is not None and (args.cache / "summary.json").exists():
-        made = json.loads((args.cache / "summary.json").read_text()).get("crop")
+        summary = json.loads((args.cache / "summary.json").read_text())
+        made = summary.get("crop")
         if made is not None and CropSpec.from_dict(made) != spec:
             raise SystemExit(f"{args.cache} holds {CropSpec.from_dict(made)} crops, but {reader} reads {spec}")
+        found_by = (summary.get("detector") or {}).get("name", "mtcnn")  # caches before the registry: MTCNN
+        if getattr(args, "detector", None) and args.detector != found_by:
+            raise SystemExit(f"{args.cache} holds crops of faces found by {found_by}, not {args.detector}")
     return load_cache(args.cache)
 
 

@@ -1,7 +1,9 @@
 """Run detection and cropping once per image and cache the crops, so epochs never decode JPEGs or run MTCNN.
 
-The cache is one ``crops.npy`` (N x 128 x 128 x 3 uint8) and ``index.csv`` (name, age, subject, detected, score,
-box) in a directory. Crops come from :func:`model.faces.crop_face`, the same function the service uses.
+The cache is one ``crops.npy`` (N x S x S x 3 uint8) and ``index.csv`` (name, age, subject, detected, score,
+box) in a directory. Images are decoded by :func:`model.imaging.decode_image`, faces found by the detector that
+:func:`model.detection.create_detector` builds from the service's settings, and crops made by
+:func:`model.faces.crop_face`: the same three steps the service runs.
 """
 
 from __future__ import annotations
@@ -15,9 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
-from model.faces import CropSpec, DetectorSettings, FaceDetector, crop_face, whole_image_detection
+from model.detection import Detector, DetectorSettings, create_detector
+from model.faces import CropSpec, crop_face, whole_image_detection
+from model.imaging import decode_image
+from model.options import PipelineLimits
 from training.datasets import Sample
 
 INDEX_FIELDS = ["name", "age", "subject", "detected", "score", "x1", "y1", "x2", "y2"]
@@ -45,18 +50,18 @@ class CropCache:
 
 
 def load_image(path: Path) -> Image.Image:
-    """Decode as the service does: EXIF orientation applied, any mode to RGB."""
-    with Image.open(path) as im:
-        return ImageOps.exif_transpose(im).convert("RGB")
+    """Decode as the service does (:func:`model.imaging.decode_image`: EXIF orientation applied, alpha pasted on
+    white, 16-bit rescaled, the same limits)."""
+    return decode_image(path.read_bytes(), PipelineLimits().max_image_pixels).image
 
 
-_worker_detector: FaceDetector | None = None
+_worker_detector: Detector | None = None
 
 
 def _init_worker(settings: DetectorSettings) -> None:
-    global _worker_detector  # one MTCNN per worker process, built once
+    global _worker_detector  # one detector per worker process, built once
     torch.set_num_threads(1)
-    _worker_detector = FaceDetector(settings)
+    _worker_detector = create_detector(settings)
 
 
 def _process_chunk(args: tuple[list[Sample], CropSpec]) -> list[tuple[np.ndarray, bool, float, tuple]]:
@@ -120,7 +125,7 @@ def build_cache(
         "no_face_files": missing,
         "fallback": "whole image used as the face box, no rotation",
         "crop": spec.to_dict(),
-        "detector": settings.__dict__,
+        "detector": {**settings.__dict__, "options": dict(settings.options)},
         "seconds": round(time.time() - start, 1),
     }
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1, default=list))

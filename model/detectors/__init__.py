@@ -1,0 +1,1 @@
+"""The built-in face detectors; each module registers one with :func:`model.detection.register_detector`."""
