@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
@@ -37,12 +37,16 @@ RunFn = Callable[[np.ndarray, int], Sequence[Any]]
 
 
 class MicroBatcher:
+    # At max_wait_s 0 a lone request never waits, and faces that queue while the model is busy go in its next
+    # call together. app/settings.py takes its defaults from here.
+    DEFAULTS: ClassVar[dict[str, Any]] = {"max_batch": 32, "max_wait_s": 0.0, "max_queue": 256}
+
     def __init__(
         self,
         run: RunFn,
-        max_batch: int = 32,
-        max_wait_s: float = 0.005,
-        max_queue: int = 256,
+        max_batch: int = DEFAULTS["max_batch"],
+        max_wait_s: float = DEFAULTS["max_wait_s"],
+        max_queue: int = DEFAULTS["max_queue"],
         on_batch: Callable[[int, float], None] | None = None,
     ) -> None:
         self._run = run

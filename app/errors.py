@@ -39,8 +39,6 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.OVERLOADED: 503,
     ErrorCode.NOT_READY: 503,
     ErrorCode.OUT_OF_MEMORY: 503,
-    ErrorCode.NO_FACE: 200,
-    ErrorCode.FILE_NOT_READABLE: 400,
 }
 
 
@@ -69,8 +67,8 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
         return error_response(exc.status, exc.code, exc.message, exc.detail, exc.headers)
 
     @app.exception_handler(InputError)
-    async def _input_error(_: Request, exc: InputError) -> JSONResponse:
-        return error_response(STATUS[exc.code], exc.code, exc.message, exc.detail)
+    async def _input_error(request: Request, exc: InputError) -> JSONResponse:
+        return await _api_error(request, APIError.from_input(exc))
 
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
@@ -99,4 +97,5 @@ def install_error_handlers(app: FastAPI, retry_after_s: int) -> None:
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error")
-        return error_response(500, ErrorCode.INTERNAL_ERROR, "unexpected server error", type(exc).__name__)
+        # The log has the traceback; the client gets no internals (not even the exception's class).
+        return error_response(500, ErrorCode.INTERNAL_ERROR, "unexpected server error")

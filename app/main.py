@@ -12,14 +12,25 @@ from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from app.errors import install_error_handlers
-from app.routes import router
+from app.routes import UPLOAD_SCHEMA, UPLOAD_SCHEMA_NAME, router
 from app.security import APIKeys
 from app.service import Service
 from app.settings import Settings
-from app.telemetry import Telemetry
+from app.telemetry import CountAnswers, Telemetry
 from model.checkpoint import read_checkpoint
 
-API_VERSION = "2.0.0"
+
+def _package_version() -> str:
+    """The API's version is the package's (pyproject.toml): one number for both."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("daa-age")
+    except PackageNotFoundError:  # a source tree run without installing it
+        return "0+unknown"
+
+
+API_VERSION = _package_version()
 log = logging.getLogger("daa.app")
 
 
@@ -69,6 +80,7 @@ def create_app(
     app.state.telemetry = telemetry
     app.state.api_keys = APIKeys(settings.keys())
     install_error_handlers(app, settings.retry_after_s)
+    app.add_middleware(CountAnswers, telemetry=telemetry, path="/estimate")
     if settings.cors_origins:
         app.add_middleware(
             CORSMiddleware,
@@ -110,20 +122,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         from fastapi.openapi.utils import get_openapi
 
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        schema.setdefault("components", {}).setdefault("schemas", {})["Body_estimate_age"] = {
-            "properties": {
-                "file": {
-                    "contentMediaType": "application/octet-stream",
-                    "format": "binary",
-                    "description": "the photo: JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF",
-                    "title": "File",
-                    "type": "string",
-                }
-            },
-            "required": ["file"],
-            "title": "Body_estimate_age",
-            "type": "object",
-        }
+        schema.setdefault("components", {}).setdefault("schemas", {})[UPLOAD_SCHEMA_NAME] = UPLOAD_SCHEMA
         app.openapi_schema = schema
     return app.openapi_schema
 

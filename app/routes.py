@@ -3,8 +3,9 @@ it streams, runs it through the pipeline (``model/pipeline.py``) and turns the r
 
 from __future__ import annotations
 
+import logging
 import time
-from enum import IntEnum
+from enum import Enum
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -30,21 +31,19 @@ from app.schemas import (
 from app.security import metrics_access, require_key
 from app.service import Service
 from app.uploads import read_upload
+from model.config import REFERENCE_INTERVALS
 from model.errors import ErrorCode, InputError
 from model.pipeline import ClientGone, PhotoResult, PipelineOptions
 
 router = APIRouter()
+log = logging.getLogger("daa.app")
 
 
-class ReferenceInterval(IntEnum):
-    """Every k-th reference age (paper Table 7)."""
+class DetectorChoice(str, Enum):
+    """``default``: the service's detector (``DAA_DETECTOR``); ``none``: the photo is already a face crop."""
 
-    every_1 = 1
-    every_2 = 2
-    every_5 = 5
-    every_10 = 10
-    every_20 = 20
-    every_50 = 50
+    default = "default"
+    none = "none"
 
 
 ERRORS: dict[int | str, dict[str, Any]] = {
@@ -60,11 +59,27 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         503: "overloaded or not ready; retry after Retry-After",
     }.items()
 }
-# The body is read by app/uploads.py as it streams; this declares it for the OpenAPI schema and generated clients.
+# The body is read by app/uploads.py as it streams; this declares it for the OpenAPI schema and generated clients
+# (app/main.py adds UPLOAD_SCHEMA to the schema's components under UPLOAD_SCHEMA_NAME).
+UPLOAD_SCHEMA_NAME = "Body_estimate_age"
+UPLOAD_SCHEMA: dict[str, Any] = {
+    "properties": {
+        "file": {
+            "contentMediaType": "application/octet-stream",
+            "format": "binary",
+            "description": "the photo: JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF",
+            "title": "File",
+            "type": "string",
+        }
+    },
+    "required": ["file"],
+    "title": UPLOAD_SCHEMA_NAME,
+    "type": "object",
+}
 UPLOAD_BODY = {
     "requestBody": {
         "required": True,
-        "content": {"multipart/form-data": {"schema": {"$ref": "#/components/schemas/Body_estimate_age"}}},
+        "content": {"multipart/form-data": {"schema": {"$ref": f"#/components/schemas/{UPLOAD_SCHEMA_NAME}"}}},
     }
 }
 
@@ -146,18 +161,31 @@ async def estimate_age(
         ),
     ] = None,
     reference_interval: Annotated[
-        ReferenceInterval, Query(description="use every k-th reference age (paper Table 7): 1 gives all 100")
-    ] = ReferenceInterval.every_1,
+        int,
+        Query(
+            description="use every k-th reference age (paper Table 7): 1 gives all 100",
+            # The model's own list (checked by the pipeline before the upload is read), not a copy of it.
+            json_schema_extra={"enum": list(REFERENCE_INTERVALS)},
+        ),
+    ] = 1,
     include_deltas: Annotated[bool, Query(description="include the per-reference delta ages")] = True,
+    detector: Annotated[
+        DetectorChoice,
+        Query(description="none: the photo is already a face crop (no detection; the whole photo is one face)"),
+    ] = DetectorChoice.default,
 ) -> Any:
     t_start = time.perf_counter()
+    options = PipelineOptions(
+        max_faces, min_face_size, reference_interval, None if detector is DetectorChoice.default else detector.value
+    )
+    try:
+        service.pipeline.check_options(options)  # before admission and before the upload is read
+    except InputError as exc:
+        raise APIError.from_input(exc) from exc
     if not service.admission.try_enter():
-        service.telemetry.requests.labels("503").inc()
         raise overloaded(service, f"{service.admission.limit} requests in progress")
-    status = 500
     try:
         data = await read_upload(request, service.settings.max_upload_bytes, service.settings.body_timeout_s)
-        options = PipelineOptions(max_faces, min_face_size, int(reference_interval))
         result = await service.pipeline.run_async(
             data,
             options,
@@ -170,26 +198,18 @@ async def estimate_age(
         response = to_response(result, service, include_deltas, time.perf_counter() - t_start)
         service.telemetry.faces.inc(len(result.faces))
         service.telemetry.detect_seconds.observe(result.timing["detect"])
-        status = 200
         return response  # FastAPI serialises it straight to JSON bytes with pydantic-core
     except InputError as exc:
-        error = APIError.from_input(exc)
-        status = error.status
-        raise error from exc
+        raise APIError.from_input(exc) from exc
     except QueueFull as exc:
-        status = 503
         raise overloaded(service, str(exc)) from exc
     except BatchFailed as exc:
-        raise APIError(500, ErrorCode.INFERENCE_FAILED, "the model call for this request failed", str(exc)) from exc
+        log.warning("a model call failed: %s", exc)
+        raise APIError(500, ErrorCode.INFERENCE_FAILED, "the model call for this request failed") from exc
     except ClientGone:
-        status = 499  # nginx's "client closed request": nobody reads this answer
-        return Response(status_code=status)
-    except APIError as exc:
-        status = exc.status
-        raise
+        return Response(status_code=499)  # nginx's "client closed request": nobody reads this answer
     finally:
         service.admission.leave()
-        service.telemetry.requests.labels(str(status)).inc()
 
 
 async def _connected(request: Request) -> bool:
@@ -245,7 +265,7 @@ async def get_model_info(service: Annotated[Service, Depends(get_service)]) -> M
         architecture=est.config.to_dict(),
         parameters=est.parameters,
         reference_ages=est.references(1),
-        reference_intervals=[int(k) for k in ReferenceInterval],
+        reference_intervals=[k for k in REFERENCE_INTERVALS if k < est.config.num_references],
         crop=est.config.crop.to_dict(),
         device=str(est.device),
         runtime=est.runtime,

@@ -4,7 +4,6 @@ and connection limits, graceful shutdown, and one or more worker processes."""
 from __future__ import annotations
 
 import asyncio
-import functools
 import resource
 from typing import Any
 
@@ -16,12 +15,6 @@ try:
     from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol as _BaseProtocol
 except ImportError:  # uvicorn without its [standard] extra
     from uvicorn.protocols.http.h11_impl import H11Protocol as _BaseProtocol  # type: ignore[assignment]
-
-
-@functools.cache
-def _header_timeout_s() -> float:
-    # Read from the environment once per process: worker processes are spawned and see only the environment.
-    return Settings().header_timeout_s
 
 
 # The most a request head (request line and headers) may take. httptools, unlike h11, sets no limit: a client
@@ -72,7 +65,8 @@ class GuardedHTTPProtocol(_BaseProtocol):
     def _arm_head_timer(self) -> None:
         self._disarm_head_timer()
         self._head_bytes = 0
-        self._head_timer = asyncio.get_running_loop().call_later(_header_timeout_s(), self._head_timeout)
+        timeout = getattr(self.config, "header_timeout_s", Settings.model_fields["header_timeout_s"].default)
+        self._head_timer = asyncio.get_running_loop().call_later(timeout, self._head_timeout)
 
     def _disarm_head_timer(self) -> None:
         if self._head_timer is not None:
@@ -94,9 +88,18 @@ def raise_open_file_limit() -> int:
     return soft
 
 
+class ServerConfig(uvicorn.Config):
+    """uvicorn's configuration plus the request-head deadline, which :class:`GuardedHTTPProtocol` reads from it
+    (uvicorn hands every protocol its config; worker processes get a pickled copy, so the setting travels)."""
+
+    def __init__(self, *args: Any, header_timeout_s: float, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.header_timeout_s = header_timeout_s
+
+
 def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
     """``app``: the application, or ``"app.main:app"`` when several worker processes each build their own."""
-    return uvicorn.Config(
+    return ServerConfig(
         app,
         host=settings.host,
         port=settings.port,
@@ -109,4 +112,5 @@ def uvicorn_config(settings: Settings, app: Any) -> uvicorn.Config:
         backlog=min(2048, 4 * settings.max_connections),
         h11_max_incomplete_event_size=64 * 1024,
         server_header=False,
+        header_timeout_s=settings.header_timeout_s,
     )

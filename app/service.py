@@ -52,18 +52,19 @@ class Service:
     def load(cls, settings: Settings, payload: dict[str, Any] | None = None, telemetry: Telemetry | None = None) -> Service:
         """Build the model and MTCNN (``payload``: the checkpoint already read); raises
         :class:`model.checkpoint.CheckpointError` on a bad checkpoint."""
-        threads = settings.kernel_threads()
+        threads = settings.threads
         if torch.get_num_threads() != threads:
             torch.set_num_threads(threads)  # this worker process's kernels; the server owns the process
+        run = settings.runtime_options()
         pipeline = AgePipeline.load(
             settings.checkpoint,
-            settings.device,
-            settings.runtime,
-            settings.flip_tta,
+            run.device,
+            run.runtime,
+            run.flip_tta,
             settings.detector_settings(),
             settings.pipeline_limits(),
             payload=payload,
-            threads=threads,
+            threads=run.threads,
         )
         telemetry = telemetry or Telemetry()
         batcher = MicroBatcher(

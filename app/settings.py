@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-if TYPE_CHECKING:  # imported where used: reading settings needs neither torch nor the detector
-    from model.faces import DetectorSettings
-    from model.pipeline import PipelineLimits
+from app.batching import MicroBatcher
+from model.detection import DetectorSettings
+from model.options import PipelineLimits, RuntimeOptions
+
+# Every default below that the library also has is taken from the library's class (model/options.py,
+# model/detection.py, app/batching.py): the library's defaults are the service's. None of these import torch.
+_LIMITS, _RUNTIME, _DETECTOR = PipelineLimits(), RuntimeOptions(), DetectorSettings()
+_BATCHER = MicroBatcher.DEFAULTS
 
 DEFAULT_MODEL = "daa-dlibface150-distilled-utkface.pt"
 
@@ -31,9 +36,9 @@ class Settings(BaseSettings):
 
     # Model
     checkpoint: Path = Field(default_factory=default_checkpoint, description="DAA checkpoint to serve")
-    device: str = Field("auto", description="auto (CUDA when present), cpu, cuda or cuda:N")
+    device: str = Field(_RUNTIME.device, description="auto (CUDA when present), cpu, cuda or cuda:N")
     threads: int = Field(
-        1,
+        _RUNTIME.threads,
         ge=1,
         description=(
             "CPU threads of each kernel call (torch, ONNX Runtime); each worker already runs two stages at once "
@@ -41,14 +46,15 @@ class Settings(BaseSettings):
         ),
     )
     flip_tta: bool = Field(
-        False,
+        _RUNTIME.flip_tta,
         description=(
             "also estimate each face's mirror image and pool both: twice the encoder work for a small gain "
             "(the default model's validation MAE 5.10 -> 5.02)"
         ),
     )
     runtime: Literal["auto", "torch", "onnxruntime"] = Field(
-        "auto", description="auto: ONNX Runtime for the encoder and MTCNN on CPU when installed, else torch"
+        _RUNTIME.runtime,  # type: ignore[arg-type]
+        description="auto: ONNX Runtime for the encoder and the detector on CPU, torch on CUDA",
     )
 
     # Processes and admission
@@ -57,28 +63,33 @@ class Settings(BaseSettings):
     max_pending: int = Field(32, ge=1, description="requests admitted per worker at once (decode to answer); more get 503")
 
     # Batching across requests
-    max_batch_size: int = Field(32, ge=1, le=1024, description="faces per model call")
+    max_batch_size: int = Field(_BATCHER["max_batch"], ge=1, le=1024, description="faces per model call")
     max_wait_ms: float = Field(
-        0.0,
+        _BATCHER["max_wait_s"] * 1000.0,
         ge=0,
         le=1000,
         description="how long a batch waits to fill; 0: take the faces that queued while the model was busy",
     )
-    max_queue: int = Field(256, ge=1, description="faces waiting for the model before 503")
+    max_queue: int = Field(_BATCHER["max_queue"], ge=1, description="faces waiting for the model before 503")
     retry_after_s: int = Field(1, ge=1, description="Retry-After sent with 503")
 
     # Uploads
     max_upload_bytes: int = Field(15 * 1024 * 1024, ge=1)
-    max_image_pixels: int = Field(40_000_000, ge=1, description="width x height limit (decompression bombs)")
+    max_image_pixels: int = Field(_LIMITS.max_image_pixels, ge=1, description="width x height limit (decompression bombs)")
 
     # Detection
-    min_face_size: int = Field(40, ge=12, description="default minimum face side in pixels")
-    max_faces: int = Field(20, ge=1, le=100, description="default and upper limit of faces per image")
+    detector: str = Field(_DETECTOR.name, description="face detector: mtcnn, yunet, or none (photos are face crops)")
+    min_face_size: int = Field(_LIMITS.min_face_size, ge=12, description="default minimum face side in pixels")
+    max_faces: int = Field(_LIMITS.max_faces, ge=1, le=100, description="default and upper limit of faces per image")
     detect_max_side: int = Field(
-        1024, ge=64, le=4096, description="detection budget: photos are detected on a copy at most this long"
+        _DETECTOR.max_side, ge=64, le=4096, description="detection budget: photos are detected on a copy at most this long"
     )
-    detection_threshold: float = Field(0.9, ge=0, le=1, description="minimum MTCNN face probability")
-    mtcnn_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    detection_threshold: float | None = Field(
+        _DETECTOR.min_score, ge=0, le=1, description="minimum detection score (default: the detector's own)"
+    )
+    mtcnn_thresholds: tuple[float, float, float] | None = Field(
+        None, description="MTCNN's three stage thresholds (default: its own, 0.6, 0.7, 0.7)"
+    )
 
     # Exposure
     api_keys: Annotated[list[SecretStr], NoDecode] = Field(
@@ -122,26 +133,36 @@ class Settings(BaseSettings):
             )
         return self
 
-    def detector_settings(self) -> DetectorSettings:
-        """The detector these settings describe (the service and the bulk command both build theirs from it)."""
-        from model.faces import DetectorSettings
+    @field_validator("detector")
+    @classmethod
+    def _known_detector(cls, value: str) -> str:
+        from model.detection import list_detectors
 
+        if value not in list_detectors():
+            raise ValueError(f"unknown detector {value!r}; choose one of {list_detectors()}")
+        return value
+
+    def detector_settings(self) -> DetectorSettings:
+        """The detector these settings describe (the service, the bulk command and ``training preprocess`` all
+        build theirs from it)."""
+        options: dict = {}
+        if self.detector == "mtcnn" and self.mtcnn_thresholds is not None:
+            options["thresholds"] = self.mtcnn_thresholds
         return DetectorSettings(
-            min_face_size=self.min_face_size,
-            thresholds=self.mtcnn_thresholds,
-            min_score=self.detection_threshold,
+            name=self.detector,
             max_side=self.detect_max_side,
+            min_score=self.detection_threshold,
+            min_face_size=self.min_face_size,
+            options=options,
         )
 
     def pipeline_limits(self) -> PipelineLimits:
-        from model.pipeline import PipelineLimits
-
         return PipelineLimits(
             max_image_pixels=self.max_image_pixels, max_faces=self.max_faces, min_face_size=self.min_face_size
         )
 
-    def kernel_threads(self) -> int:
-        return self.threads
+    def runtime_options(self) -> RuntimeOptions:
+        return RuntimeOptions(device=self.device, runtime=self.runtime, flip_tta=self.flip_tta, threads=self.threads)
 
     def keys(self) -> list[str]:
         """Every accepted API key: DAA_API_KEYS and the lines of DAA_API_KEYS_FILE (blank lines and # comments

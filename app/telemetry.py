@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 
 class Telemetry:
@@ -23,3 +24,33 @@ class Telemetry:
     def on_batch(self, faces: int, seconds: float) -> None:
         self.batch_size.observe(faces)
         self.model_seconds.observe(seconds)
+
+
+class CountAnswers:
+    """ASGI middleware counting every answer to ``path`` by its status, whichever layer gave it: the route, a
+    dependency (401, 503 ``not_ready``), request validation (422), an exception handler (503 ``out_of_memory``) or
+    an unhandled error (500). A client that went away before any answer counts as 499 (nginx's "client closed
+    request")."""
+
+    def __init__(self, app: ASGIApp, telemetry: Telemetry, path: str) -> None:
+        self.app, self.telemetry, self.path = app, telemetry, path
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope.get("path") != self.path:
+            await self.app(scope, receive, send)
+            return
+        status: list[int] = []
+
+        async def send_counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status.append(int(message["status"]))
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_counted)
+        except Exception:  # answered by the outermost error handler, with a 500
+            if not status:
+                status.append(500)
+            raise
+        finally:
+            self.telemetry.requests.labels(str(status[0] if status else 499)).inc()

@@ -149,7 +149,6 @@ async def read_upload(request: Request, max_bytes: int, timeout_s: float) -> byt
             400,
             ErrorCode.MALFORMED_BODY,
             "the multipart body is malformed",
-            type(exc).__name__,
         ) from exc
     if not part.parts:
         raise _missing_file()

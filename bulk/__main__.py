@@ -21,10 +21,10 @@ from pathlib import Path
 from bulk.inputs import expand
 from bulk.rows import AnnotatorConfig
 from bulk.writers import done_files, open_writer, output_format
-from model.errors import ErrorCode
+from model.errors import ErrorCode, RowCode
 
 UNREADABLE = {
-    ErrorCode.FILE_NOT_READABLE.value,
+    RowCode.FILE_NOT_READABLE.value,
     ErrorCode.INVALID_IMAGE.value,
     ErrorCode.UNSUPPORTED_IMAGE_TYPE.value,
     ErrorCode.EMPTY_FILE.value,

@@ -30,7 +30,12 @@ class ErrorCode(str, Enum):
     INFERENCE_FAILED = "inference_failed"
     OUT_OF_MEMORY = "out_of_memory"
     INTERNAL_ERROR = "internal_error"
-    # Bulk rows only: a path that cannot be read, and a readable photo without a face
+
+
+class RowCode(str, Enum):
+    """Codes only the bulk command writes, into the row of an input entry that gave no face row. The API never
+    answers these (a photo without faces is a 200 with ``faces: []``), so they are not in its schema."""
+
     FILE_NOT_READABLE = "file_not_readable"
     NO_FACE = "no_face"
 

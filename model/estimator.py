@@ -15,6 +15,7 @@ from model.ensemble import networks
 from model.factory import count_parameters
 from model.inference import crops_to_input, predict_with_flip, resolve_device, zero_denormal_weights
 from model.onnx_runtime import OrtEncoder, resolve_runtime
+from model.options import RuntimeOptions
 from model.ranges import RangeModel
 
 
@@ -29,11 +30,11 @@ class Estimator:
     def __init__(
         self,
         checkpoint: str | Path,
-        device: str = "auto",
-        flip_tta: bool = True,
-        runtime: str = "torch",
+        device: str = RuntimeOptions.device,
+        flip_tta: bool = RuntimeOptions.flip_tta,
+        runtime: str = RuntimeOptions.runtime,
         payload: dict[str, Any] | None = None,
-        threads: int | None = None,
+        threads: int | None = RuntimeOptions.threads,
     ) -> None:
         """``payload``: the checkpoint as :func:`model.checkpoint.read_checkpoint` returned it, if already read.
         ``threads``: ONNX Runtime threads (default: torch's)."""

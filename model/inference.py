@@ -21,8 +21,16 @@ def resolve_device(name: str) -> torch.device:
     return torch.device(name)
 
 
+DENORMAL_FLOOR = 1e-30  # below this a float32 weight is (near) denormal: ~1e-38 in the dlib networks
+
+
+def zero_denormals(t: torch.Tensor, floor: float = DENORMAL_FLOOR) -> torch.Tensor:
+    """``t`` with its entries smaller than ``floor`` in magnitude set to zero (a new tensor)."""
+    return torch.where(t.abs() < floor, torch.zeros_like(t), t) if t.is_floating_point() else t
+
+
 @torch.no_grad()
-def zero_denormal_weights(model: M, floor: float = 1e-30) -> M:
+def zero_denormal_weights(model: M, floor: float = DENORMAL_FLOOR) -> M:
     """Set weights smaller than ``floor`` (denormals, ~1e-38 in the dlib networks) to zero, in place.
 
     Denormal arithmetic is many times slower on x86 CPUs; these weights carry no information. Doing it to the

@@ -35,6 +35,63 @@ def test_metrics_count_requests(client):
     assert "daa_model_batch_faces_bucket" in text
 
 
+def requests_by_status(client) -> dict[str, float]:
+    out = {}
+    for line in client.get("/metrics").text.splitlines():
+        if line.startswith("daa_estimate_requests_total{"):
+            out[line.split('"')[1]] = float(line.split()[-1])
+    return out
+
+
+def test_every_answer_is_counted_by_its_own_status(client, monkeypatch):
+    before = requests_by_status(client)
+    post_image(client, fixture_bytes("astronaut.jpg"), max_faces=0)  # 422 from request validation
+    post_image(client, b"")  # 400 from the pipeline
+
+    def no_memory(*_, **__):
+        raise MemoryError
+
+    monkeypatch.setattr(client.app.state.service.pipeline, "prepare", no_memory)
+    assert post_image(client, fixture_bytes("astronaut.jpg")).json()["code"] == "out_of_memory"
+    monkeypatch.undo()
+    service, client.app.state.service = client.app.state.service, None
+    try:
+        assert post_image(client, fixture_bytes("astronaut.jpg")).json()["code"] == "not_ready"
+    finally:
+        client.app.state.service = service
+    after = requests_by_status(client)
+    gained = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    assert gained == {**{k: 0 for k in after}, "422": 1, "400": 1, "503": 2}
+
+
+def test_api_errors_are_only_codes_the_api_answers(client):
+    from app.errors import STATUS
+    from model.errors import ErrorCode
+
+    enum = client.get("/openapi.json").json()["components"]["schemas"]["ErrorCode"]["enum"]
+    assert set(enum) == {c.value for c in ErrorCode} == {c.value for c in STATUS}
+    assert "no_face" not in enum and "file_not_readable" not in enum  # bulk rows only (model.errors.RowCode)
+
+
+def test_library_defaults_are_the_service_defaults(monkeypatch):
+    import inspect
+
+    from app.batching import MicroBatcher
+    from model.detection import DetectorSettings
+    from model.estimator import Estimator
+    from model.options import PipelineLimits
+
+    for name in [k for k in __import__("os").environ if k.startswith("DAA_")]:
+        monkeypatch.delenv(name)
+    s = Settings()
+    assert s.detector_settings() == DetectorSettings() and s.pipeline_limits() == PipelineLimits()
+    est = inspect.signature(Estimator).parameters
+    assert (est["flip_tta"].default, est["runtime"].default, est["device"].default) == (s.flip_tta, s.runtime, s.device)
+    batcher = inspect.signature(MicroBatcher).parameters
+    assert batcher["max_wait_s"].default * 1000 == s.max_wait_ms and batcher["max_batch"].default == s.max_batch_size
+    assert batcher["max_queue"].default == s.max_queue
+
+
 def test_openapi_contract(client):
     schema = client.get("/openapi.json").json()
     ops = {op["operationId"] for path in schema["paths"].values() for op in path.values()}
@@ -72,3 +129,12 @@ def test_corrupt_checkpoint_exits_nonzero_with_message(tmp_path):
     )
     assert proc.returncode != 0
     assert str(bad) in proc.stderr and "not a readable checkpoint" in proc.stderr
+
+
+def test_readme_lists_every_setting():
+    from testkit import ROOT
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("### Settings") :]
+    for name in Settings.model_fields:
+        assert f"`DAA_{name.upper()}`" in table, f"DAA_{name.upper()} is missing from README's settings table"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
@@ -12,8 +13,11 @@ from model.encoders import create_encoder
 from model.encoders.dlib_face_resnet import DlibFaceResNetEncoder, add_prev, load_dlib_face_weights
 from training.convert_dlib_face import check, parse_xml
 
-CONVERTED = Path("/work/cache/dlib_face_rec_v1.pt")
-CHECK_SET = Path("/work/tools/dlib_face_check.npz")
+# The conversion's own output and dlib's descriptors (python -m training.convert_dlib_face, see its docstring):
+# dlib is a tool of the conversion only (compiled from source, ~1 min of g++, an 89 MB XML), so the check runs
+# where a developer made them and says where: DAA_DLIB_FACE_CONVERTED=... DAA_DLIB_FACE_CHECK_SET=... pytest.
+CONVERTED = Path(os.environ.get("DAA_DLIB_FACE_CONVERTED", "cache/dlib_face_rec_v1.pt"))
+CHECK_SET = Path(os.environ.get("DAA_DLIB_FACE_CHECK_SET", "cache/dlib_face_check.npz"))
 
 
 @pytest.mark.parametrize("size,out_size,last_level", [(150, 2, 0), (112, 1, 0), (150, 4, 1), (112, 3, 1)])

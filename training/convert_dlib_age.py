@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from model.encoders.dlib_resnet import DlibResNetEncoder
+from model.inference import zero_denormals
 
 # ONNX layer numbers in execution order: (conv, affine) pairs for the stem, then two pairs per block.
 STEM = (52, 51)
@@ -55,7 +56,7 @@ def convert(weights: dict[str, np.ndarray]) -> tuple[dict[str, torch.Tensor], to
         put(f"blocks.{i}.", c1, a1, "conv1", "aff1")
         put(f"blocks.{i}.", c2, a2, "conv2", "aff2")
     # Denormal weights (~1e-38) slow every CPU forward pass; they carry no information.
-    sd = {k: torch.where(v.abs() < 1e-30, torch.zeros_like(v), v) for k, v in sd.items()}
+    sd = {k: zero_denormals(v) for k, v in sd.items()}
     return sd, t("layer_1_weights").T.contiguous(), t("layer_1_bias")
 
 

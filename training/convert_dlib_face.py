@@ -56,10 +56,10 @@ import numpy as np
 import torch
 
 from model.encoders.dlib_face_resnet import DlibFaceResNetEncoder
+from model.inference import zero_denormals
 
 CPP = Path(__file__).resolve().parent / "dlib_face_rec" / "net_to_xml.cpp"
 DAT_NAME = "dlib_face_recognition_resnet_model_v1.dat"
-DENORMAL = 1e-30
 
 
 # ----------------------------------------------------------------------------------------------- XML parsing
@@ -108,7 +108,7 @@ def _int(layer: DlibLayer, name: str) -> int:
 
 def _flush(a: np.ndarray) -> torch.Tensor:
     # Denormal weights slow every CPU forward pass and carry no information.
-    return torch.from_numpy(np.where(np.abs(a) < DENORMAL, np.float32(0), a).astype(np.float32))
+    return zero_denormals(torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32)))
 
 
 def layers_to_state_dict(layers: list[DlibLayer]) -> tuple[dict[str, torch.Tensor], torch.Tensor, dict[str, Any]]:

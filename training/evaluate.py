@@ -10,23 +10,30 @@ import numpy as np
 
 from model.checkpoint import load_checkpoint
 from model.inference import predict, resolve_device, zero_denormal_weights
+from model.ranges import RangeModel, range_report
 from training.metrics import age_metrics, range_coverage
 from training.preprocess import CropCache
 
 
-def uncertainty_metrics(pred: np.ndarray, spread: np.ndarray, true: np.ndarray) -> dict:
-    """How honest the spread is: coverage of the service's age range (age +- 1.96 spread) and the rank
-    correlation between spread and absolute error."""
+def uncertainty_metrics(
+    pred: np.ndarray, spread: np.ndarray, true: np.ndarray, range_model: RangeModel | None = None
+) -> dict:
+    """How honest the spread is: the rank correlation between spread and absolute error; the coverage of
+    age +- 1.96 spread (a diagnostic of the spread alone); and, where the checkpoint has one, the coverage and width
+    of the age range the service answers (its range model), overall and per decade."""
     err = np.abs(pred - true)
     if len(err) < 2:
         return {}
     rank = lambda v: np.argsort(np.argsort(v))  # noqa: E731
     corr = float(np.corrcoef(rank(spread), rank(err))[0, 1]) if spread.std() > 0 else 0.0
-    return {
+    out: dict = {
         "mean_spread": round(float(spread.mean()), 3),
-        "range_coverage": round(range_coverage(pred, true, spread, 1.96), 4),
+        "spread_1.96_coverage": round(range_coverage(pred, true, spread, 1.96), 4),
         "spearman_spread_vs_error": round(corr, 3),
     }
+    if range_model is not None:
+        out["service_age_range"] = range_report(range_model, pred, true, spread)
+    return out
 
 
 def evaluate(
@@ -42,6 +49,7 @@ def evaluate(
     dev = resolve_device(device)
     model, meta = load_checkpoint(checkpoint, map_location=dev, payload=payload)
     zero_denormal_weights(model)
+    ranges = RangeModel.from_dict(meta["range_model"]) if isinstance(meta.get("range_model"), dict) else None
     report: dict = {
         "checkpoint": str(checkpoint),
         "model": model.config.to_dict(),
@@ -54,7 +62,7 @@ def evaluate(
         t0 = time.time()
         pred, spread = predict(model, data.crops, dev, batch_size, interval=k, flip=flip)
         res = age_metrics(pred, data.ages)
-        res["uncertainty"] = uncertainty_metrics(pred, spread, data.ages)
+        res["uncertainty"] = uncertainty_metrics(pred, spread, data.ages, ranges)
         res["seconds"] = round(time.time() - t0, 1)
         report["results"][str(k)] = res
         if k == intervals[0]:

@@ -22,6 +22,7 @@ def age_metrics(pred: np.ndarray, true: np.ndarray) -> dict:
 
 
 def range_coverage(pred: np.ndarray, true: np.ndarray, spread: np.ndarray, scale: float) -> float:
-    """Share of true ages inside pred +- scale x spread (how the service builds age_range)."""
+    """Share of true ages inside pred +- scale x spread: how well the spread alone covers, as a diagnostic. The
+    service's age_range is the checkpoint's range model (``model/ranges.py``), reported by ``range_report``."""
     err = np.abs(np.asarray(pred, dtype=np.float64) - np.asarray(true, dtype=np.float64))
     return float((err <= scale * np.asarray(spread, dtype=np.float64)).mean())

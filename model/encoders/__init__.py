@@ -1,6 +1,13 @@
-"""FaceEncoders. Importing this package registers the built-in ones (as timm's model modules do)."""
+"""FaceEncoders. Importing this package registers every encoder module in it (each decorates its factory with
+:func:`register_encoder`), so a new encoder is one new file here and nothing else."""
 
-from model.encoders import c3ae, dlib_face_resnet, dlib_resnet, resnet18  # noqa: F401  (registration)
+import importlib
+import pkgutil
+
 from model.encoders.registry import FaceEncoder, create_encoder, list_encoders, register_encoder
+
+for _module in pkgutil.iter_modules(__path__):
+    if _module.name not in ("registry", "common"):
+        importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["FaceEncoder", "create_encoder", "list_encoders", "register_encoder"]
