@@ -36,6 +36,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.INFERENCE_FAILED: 500,
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.HTTP_ERROR: 400,
+    ErrorCode.CORS_REFUSED: 400,
     ErrorCode.OVERLOADED: 503,
     ErrorCode.NOT_READY: 503,
     ErrorCode.OUT_OF_MEMORY: 503,

@@ -9,11 +9,10 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
-from fastapi.middleware.cors import CORSMiddleware
 
 from app.errors import install_error_handlers
 from app.routes import UPLOAD_SCHEMA, UPLOAD_SCHEMA_NAME, router
-from app.security import APIKeys
+from app.security import APIKeys, RefusingCORSMiddleware
 from app.service import Service
 from app.settings import Settings
 from app.telemetry import CountAnswers, Telemetry
@@ -73,6 +72,11 @@ def create_app(
             "comes with its age, an uncertainty, and its delta age to each reference age."
         ),
         lifespan=lifespan,
+        # /estimate/ is a 404 in the error model, not a 307 with an empty body.
+        redirect_slashes=False,
+        # Swagger UI and ReDoc load their scripts from a CDN: DAA_API_DOCS=false leaves them out (openapi.json stays).
+        docs_url="/docs" if settings.api_docs else None,
+        redoc_url="/redoc" if settings.api_docs else None,
     )
     app.state.service = None
     app.state.startup_error = None
@@ -83,7 +87,7 @@ def create_app(
     app.add_middleware(CountAnswers, telemetry=telemetry, path="/estimate")
     if settings.cors_origins:
         app.add_middleware(
-            CORSMiddleware,
+            RefusingCORSMiddleware,
             allow_origins=settings.cors_origins,
             allow_methods=["GET", "POST"],
             allow_headers=["X-API-Key", "Authorization", "Content-Type"],

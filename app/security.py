@@ -1,5 +1,6 @@
 """API keys: when the service has any (``DAA_API_KEYS`` or ``DAA_API_KEYS_FILE``), a request must present one as
-``X-API-Key: KEY`` or ``Authorization: Bearer KEY``. Keys are compared in constant time."""
+``X-API-Key: KEY`` or ``Authorization: Bearer KEY``. Keys are compared in constant time. And CORS, when origins are
+allowed (``DAA_CORS_ORIGINS``)."""
 
 from __future__ import annotations
 
@@ -7,9 +8,12 @@ import hmac
 from typing import Annotated
 
 from fastapi import Request, Security
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.responses import Response
 from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
+from starlette.datastructures import Headers
 
-from app.errors import APIError
+from app.errors import APIError, error_response
 from model.errors import ErrorCode
 
 # auto_error=False: the check below answers in the service's error model; declared so the OpenAPI schema (and
@@ -67,3 +71,15 @@ async def require_key(
         None,
         headers={"WWW-Authenticate": 'Bearer realm="daa-age"'},
     )
+
+
+class RefusingCORSMiddleware(CORSMiddleware):
+    """Starlette's CORS middleware, but a refused preflight is the service's JSON error and carries no
+    ``Access-Control-Allow-*`` header (Starlette answers plain text with the allowed methods and headers)."""
+
+    def preflight_response(self, request_headers: Headers) -> Response:
+        response = super().preflight_response(request_headers)
+        if response.status_code != 400:
+            return response
+        reason = bytes(response.body).decode(errors="replace")  # e.g. "Disallowed CORS origin"
+        return error_response(400, ErrorCode.CORS_REFUSED, f"CORS preflight refused: {reason}", {"reason": reason})

@@ -97,6 +97,7 @@ class Settings(BaseSettings):
     )
     api_keys_file: Path | None = Field(None, description="a file of keys, one per line (a mounted secret)")
     metrics_need_key: bool = Field(False, description="/metrics needs a key too (when keys are set)")
+    api_docs: bool = Field(True, description="serve /docs and /redoc (their scripts come from a CDN: off for offline)")
     cors_origins: Annotated[list[str], NoDecode] = Field(
         default_factory=list, description="comma-separated origins allowed by CORS; none by default"
     )

@@ -24,6 +24,7 @@ class ErrorCode(str, Enum):
     METHOD_NOT_ALLOWED = "method_not_allowed"
     REQUEST_TIMEOUT = "request_timeout"
     HTTP_ERROR = "http_error"
+    CORS_REFUSED = "cors_refused"
     # The service
     OVERLOADED = "overloaded"
     NOT_READY = "not_ready"

@@ -73,9 +73,24 @@ def test_cors_preflight_from_an_allowed_and_a_refused_origin():
         assert ok.status_code == 200 and ok.headers["access-control-allow-origin"] == allowed
         assert "x-api-key" in ok.headers["access-control-allow-headers"].lower()
         refused = c.options("/estimate", headers={"Origin": "https://evil.example.com", **ask})
-        assert refused.status_code == 400 and "access-control-allow-origin" not in refused.headers
+        assert refused.status_code == 400 and refused.json()["code"] == "cors_refused"
+        assert not [h for h in refused.headers if h.startswith("access-control-allow")]
         simple = c.get("/health", headers={"Origin": allowed})
         assert simple.headers["access-control-allow-origin"] == allowed
+
+
+def test_a_trailing_slash_is_a_json_404_and_docs_can_be_off(client):
+    r = client.post("/estimate/")
+    assert r.status_code == 404 and r.json()["code"] == "not_found"
+    assert client.get("/docs").status_code == 200
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    with TestClient(create_app(Settings(api_docs=False))) as c:
+        assert c.get("/docs").status_code == 404 and c.get("/redoc").status_code == 404
+        assert c.get("/openapi.json").status_code == 200
 
 
 def test_no_cors_by_default(client):

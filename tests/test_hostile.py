@@ -75,6 +75,16 @@ def post(base: str, data: bytes, name: str = "x.png", **params: object) -> tuple
     return r, time.monotonic() - t0
 
 
+def jpeg_with(before_scan: bytes = b"", before_end: bytes = b"") -> bytes:
+    """The fixture portrait as a JPEG with bytes inserted after its SOI marker and before its EOI marker."""
+    data = fixture_bytes("astronaut.jpg")
+    return data[:2] + before_scan + data[2:-2] + before_end + data[-2:]
+
+
+def comment(payload: bytes) -> bytes:
+    return b"\xff\xfe" + struct.pack(">H", len(payload) + 2) + payload
+
+
 CORPUS = {
     # name: (bytes, params, expected status, expected code or None)
     "thin 20000x10": (lambda: png(20000, 10), {}, 200, None),
@@ -102,6 +112,10 @@ CORPUS = {
     ),
     "max_faces over the limit": (lambda: fixture_bytes("astronaut.jpg"), {"max_faces": 100}, 422, "validation_error"),
     "text": (lambda: b"hello, world" * 10, {}, 415, "unsupported_image_type"),
+    # Counted as markers, not bytes: FF DA inside a comment is no scan (the photo is valid and has a face).
+    "JPEG whose comment holds 101 FF DA": (lambda: jpeg_with(comment(b"\xff\xda" * 101)), {}, 200, None),
+    "JPEG with 3 MB of fill bytes before EOI": (lambda: jpeg_with(before_end=b"\xff" * 3_000_000), {}, 400, "invalid_image"),
+    "JPEG with 800,000 empty APP segments": (lambda: jpeg_with(b"\xff\xe1\x00\x02" * 800_000), {}, 400, "invalid_image"),
     "SVG": (lambda: b'<svg xmlns="http://www.w3.org/2000/svg" width="9e9" height="9e9"/>', {}, 415, None),
 }
 
