@@ -81,6 +81,31 @@ def jpeg_with(before_scan: bytes = b"", before_end: bytes = b"") -> bytes:
     return data[:2] + before_scan + data[2:-2] + before_end + data[-2:]
 
 
+def bmp_rle8(width: int = 6324, height: int = 6324) -> bytes:
+    """A 26 KB RLE8 BMP declaring width x height pixels: one pixel and an end-of-line code per row."""
+    palette = b"\x00\x00\x00\x00" * 256
+    rows = b"\x01\x7f\x00\x00" * height + b"\x00\x01"
+    offset = 14 + 40 + len(palette)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(rows), 2835, 2835, 256, 0)
+    return b"BM" + struct.pack("<IHHI", offset + len(rows), 0, 0, offset) + info + palette + rows
+
+
+def tiff_one_huge_tile(width: int = 64, height: int = 64, tile: tuple[int, int] = (32768, 21840)) -> bytes:
+    """A little-endian TIFF whose width x height image is stored as one Deflate tile of ``tile`` pixels."""
+    data = zlib.compress(b"\x00" * tile[0] * 64)
+    entries = [(256, width), (257, height), (258, 8), (259, 8), (262, 1), (277, 1), (322, tile[0]), (323, tile[1])]
+    fields = [struct.pack("<HHIHH", tag, 3, 1, value, 0) for tag, value in entries]
+    fields += [struct.pack("<HHII", 324, 4, 1, 8), struct.pack("<HHII", 325, 4, 1, len(data))]
+    ifd = struct.pack("<H", len(fields)) + b"".join(fields) + b"\x00\x00\x00\x00"
+    return b"II*\x00" + struct.pack("<I", 8 + len(data)) + data + ifd
+
+
+def png_with(extra: bytes) -> bytes:
+    """A small valid PNG with ``extra`` chunks after its header."""
+    data = encode(Image.new("RGB", (32, 32), (90, 90, 90)), "PNG")
+    return data[:33] + extra + data[33:]
+
+
 def comment(payload: bytes) -> bytes:
     return b"\xff\xfe" + struct.pack(">H", len(payload) + 2) + payload
 
@@ -116,6 +141,16 @@ CORPUS = {
     "JPEG whose comment holds 101 FF DA": (lambda: jpeg_with(comment(b"\xff\xda" * 101)), {}, 200, None),
     "JPEG with 3 MB of fill bytes before EOI": (lambda: jpeg_with(before_end=b"\xff" * 3_000_000), {}, 400, "invalid_image"),
     "JPEG with 800,000 empty APP segments": (lambda: jpeg_with(b"\xff\xe1\x00\x02" * 800_000), {}, 400, "invalid_image"),
+    "26 KB RLE8 BMP declaring 6324x6324": (bmp_rle8, {}, 415, "unsupported_image_type"),
+    "TIFF of 64x64 stored as one 32768x21840 tile": (tiff_one_huge_tile, {}, 400, "invalid_image"),
+    "PNG with 300,000 empty chunks": (lambda: png_with(_chunk(b"tEXt", b"") * 300_000), {}, 400, "invalid_image"),
+    "PNG with 3 MB of iCCP": (
+        lambda: png_with(_chunk(b"iCCP", b"x\x00\x00" + b"\x00" * 3_000_000)),
+        {},
+        400,
+        "invalid_image",
+    ),
+    "EPS": (lambda: b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 9000 9000\n" + b"0 0 moveto\n" * 100_000, {}, 415, None),
     "SVG": (lambda: b'<svg xmlns="http://www.w3.org/2000/svg" width="9e9" height="9e9"/>', {}, 415, None),
 }
 
