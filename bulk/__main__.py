@@ -2,29 +2,35 @@
 
 INPUT: image files, folders (recursive) and text files listing paths, in any mix. FILE's extension picks the
 format: ``.csv``, ``.jsonl`` or ``.parquet``. One row per face (file, face index, box, detection score, age,
-uncertainty, age range; with ``--deltas`` the delta ages); a photo that is not an image or has no face gets one row
-with an error code, and the run goes on. The model, detector and settings are the service's (``DAA_*`` variables,
-``--checkpoint`` overrides ``DAA_CHECKPOINT``). Locally it uses one worker process per core; ``--ray ADDRESS`` runs
-the same job as a Ray Data pipeline (``local`` starts a local Ray cluster). Exit status 1 only when no photo could
-be read at all.
+uncertainty, age range; with ``--deltas`` the delta ages); every other entry (not an image, no face, not a regular
+file, a link loop, over the size limit, a name that is not UTF-8) gets one row with its code, and the run goes
+on. The model, detector and settings are the service's (``DAA_*`` variables, ``--checkpoint`` overrides
+``DAA_CHECKPOINT``). Locally it uses one worker process per core; ``--ray ADDRESS`` runs the same job as a Ray Data
+pipeline (``local`` starts a local Ray cluster). Exit status 1 only when no photo could be read at all; 130 when
+stopped (SIGTERM or Ctrl-C), with the finished rows kept.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from bulk.inputs import expand
-from bulk.rows import AnnotatorConfig
-from bulk.writers import done_files, open_writer, output_format
+from bulk.inputs import decodable, display_name, expand
+from bulk.rows import AnnotatorConfig, error_row
+from bulk.writers import OutputMismatch, done_files, open_writer, output_format
 from model.errors import ErrorCode, RowCode
 
 UNREADABLE = {
     RowCode.FILE_NOT_READABLE.value,
+    RowCode.NOT_REGULAR_FILE.value,
+    RowCode.SYMLINK_LOOP.value,
+    RowCode.NAME_NOT_DECODABLE.value,
+    ErrorCode.FILE_TOO_LARGE.value,
     ErrorCode.INVALID_IMAGE.value,
     ErrorCode.UNSUPPORTED_IMAGE_TYPE.value,
     ErrorCode.EMPTY_FILE.value,
@@ -65,7 +71,12 @@ def annotator_config(args: argparse.Namespace) -> AnnotatorConfig:
         s.detector_settings(),
         s.pipeline_limits(),
         args.deltas,
+        s.max_upload_bytes,
     )
+
+
+def _stop(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def chunked(paths: list[str], size: int) -> Iterator[list[str]]:
@@ -82,9 +93,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     paths = list(expand(args.inputs))
     if args.resume:
-        done = done_files(args.out)
-        paths = [p for p in paths if p not in done]
+        try:
+            done = done_files(args.out, args.deltas)
+        except OutputMismatch as exc:
+            print(f"daa-age-bulk: cannot resume: {exc} (use the same --deltas, or another --out)", file=sys.stderr)
+            return 2
+        paths = [p for p in paths if display_name(p) not in done]
         print(f"resuming: {len(done)} photos already in {args.out}, {len(paths)} to go", file=sys.stderr)
+    # Names that are not UTF-8 cannot travel to Ray workers or into the outputs: their rows are written here.
+    undecodable = [p for p in paths if not decodable(p)]
+    paths = [p for p in paths if decodable(p)]
     cfg = annotator_config(args)
     workers = args.workers or os.cpu_count() or 1
     writer = open_writer(args.out, args.deltas, append=args.resume)
@@ -93,7 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     bar = tqdm(total=len(paths), unit="photo", disable=args.no_progress, file=sys.stderr, smoothing=0.1)
     read = failed = faces = 0
     t0 = time.monotonic()
+    # SIGTERM (a scheduler stopping the job) ends the run like Ctrl-C: the writer closes, keeping every whole chunk.
+    previous = signal.signal(signal.SIGTERM, _stop)
     try:
+        if undecodable:
+            writer.write([error_row(p, RowCode.NAME_NOT_DECODABLE, "the file name is not valid UTF-8") for p in undecodable])
+            failed += len(undecodable)
         if args.ray:
             from bulk.ray_runner import run_ray
 
@@ -110,7 +133,11 @@ def main(argv: list[str] | None = None) -> int:
             read += len(photos) - bad
             faces += sum(1 for r in rows if r["error"] is None)
             bar.update(len(photos))
+    except KeyboardInterrupt:
+        print(f"daa-age-bulk: stopped; the rows finished so far are in {args.out} (--resume continues)", file=sys.stderr)
+        return 130
     finally:
+        signal.signal(signal.SIGTERM, previous)
         bar.close()
         writer.close()
     seconds = time.monotonic() - t0

@@ -5,9 +5,9 @@ Ray runner both use :class:`PhotoAnnotator`."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from bulk.inputs import Unreadable, display_name, read_photo
 from model.detection import DetectorSettings
 from model.errors import ErrorCode, InputError, RowCode
 from model.pipeline import AgePipeline, PipelineLimits, PipelineOptions
@@ -31,7 +31,7 @@ COLUMNS = [
 
 def error_row(file: str, code: ErrorCode | RowCode, message: str) -> dict[str, Any]:
     return {
-        "file": file,
+        "file": display_name(file),
         "face": None,
         "x1": None,
         "y1": None,
@@ -59,6 +59,7 @@ class AnnotatorConfig:
     detector: DetectorSettings
     limits: PipelineLimits
     deltas: bool = False
+    max_bytes: int = 15 * 1024 * 1024  # the service's DAA_MAX_UPLOAD_BYTES
 
 
 class PhotoAnnotator:
@@ -75,9 +76,9 @@ class PhotoAnnotator:
         readable: list[tuple[str, bytes]] = []
         for path in paths:
             try:
-                readable.append((path, Path(path).read_bytes()))
-            except OSError as exc:
-                rows_by_file[path] = [error_row(path, RowCode.FILE_NOT_READABLE, f"cannot read the file: {exc.strerror}")]
+                readable.append((path, read_photo(path, self.cfg.max_bytes)))
+            except Unreadable as exc:
+                rows_by_file[path] = [error_row(path, exc.code, exc.message)]
         results = self.pipeline.run_many([data for _, data in readable], self.options)
         for (path, _), result in zip(readable, results):
             if isinstance(result, InputError):
@@ -91,7 +92,7 @@ class PhotoAnnotator:
     def _face_row(self, path: str, index: int, face: Any) -> dict[str, Any]:
         x1, y1, x2, y2 = (round(v, 2) for v in face.detection.box)
         row = {
-            "file": path,
+            "file": display_name(path),
             "face": index,
             "x1": x1,
             "y1": y1,

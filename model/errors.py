@@ -38,6 +38,9 @@ class RowCode(str, Enum):
     answers these (a photo without faces is a 200 with ``faces: []``), so they are not in its schema."""
 
     FILE_NOT_READABLE = "file_not_readable"
+    NOT_REGULAR_FILE = "not_regular_file"
+    SYMLINK_LOOP = "symlink_loop"
+    NAME_NOT_DECODABLE = "name_not_decodable"
     NO_FACE = "no_face"
 
 

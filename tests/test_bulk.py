@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -114,3 +115,89 @@ def test_ray_gives_the_same_ages_as_the_local_path(photos, tmp_path):
     for x, y in zip(a, b):
         if x["age"] is not None:
             assert abs(x["age"] - y["age"]) < 0.01
+
+
+# ------------------------------------------------------------------------------- every entry accounted for
+
+
+@pytest.fixture()
+def awkward(tmp_path) -> Path:
+    """A folder of entries that are not plain photos, beside two that are."""
+    root = tmp_path / "awkward"
+    root.mkdir()
+    shutil.copy(FIXTURES / "astronaut.jpg", root / "plain.jpg")
+    shutil.copy(FIXTURES / "astronaut.jpg", root / "=HYPERLINK(1).jpg")  # a formula, if a spreadsheet ran it
+    shutil.copy(FIXTURES / "astronaut.jpg", os.fsdecode(bytes(root) + b"/caf\xe9.jpg"))  # Latin-1, not UTF-8
+    (root / "dangling.jpg").symlink_to(root / "nowhere.jpg")
+    (root / "loop.jpg").symlink_to(root / "loop.jpg")
+    os.mkfifo(root / "fifo.jpg")
+    (root / "folder.jpg").mkdir()
+    return root
+
+
+def test_every_entry_gets_one_row_and_nothing_blocks(awkward, tmp_path, monkeypatch):
+    monkeypatch.setenv("DAA_MAX_UPLOAD_BYTES", str(200_000))
+    (awkward / "big.png").write_bytes(b"\x89PNG" + b"\0" * 300_000)  # over the limit: never read whole
+    listing = tmp_path / "list.txt"
+    listing.write_bytes(b"awkward/plain.jpg\nawkward/../awkward/plain.jpg\n/dev/zero\nawkward/fifo.jpg\nawkward/\xff.jpg\n")
+    out = tmp_path / "rows.csv"
+    monkeypatch.chdir(awkward)  # relative names: "=HYPERLINK(1).jpg" starts its cell
+    assert main([".", str(listing), "--out", str(out), "--workers", "1", "--no-progress"]) == 0
+    rows = rows_of(out)
+    codes = {r["file"].rsplit("/", 1)[-1]: r["error"] for r in rows}
+    assert codes["plain.jpg"] == "" and codes["'=HYPERLINK(1).jpg"] == ""  # escaped as data for spreadsheets
+    assert codes["caf\\xe9.jpg"] == codes["\\xff.jpg"] == "name_not_decodable"
+    assert codes["dangling.jpg"] == "file_not_readable" and codes["loop.jpg"] == "symlink_loop"
+    assert codes["fifo.jpg"] == codes["folder.jpg"] == codes["zero"] == "not_regular_file"
+    assert codes["big.png"] == "file_too_large"
+    assert sum(1 for r in rows if r["file"].endswith("plain.jpg")) == 1  # a/../a/x.jpg is the same entry
+    assert len({r["file"] for r in rows}) == 10  # 8 in the folder, /dev/zero and the listed undecodable name
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".jsonl"])
+def test_resume_after_a_cut_keeps_whole_photos_only(photos, tmp_path, suffix):
+    args = [str(photos), "--workers", "1", "--no-progress", "--batch", "2"]
+    clean, cut = tmp_path / f"clean{suffix}", tmp_path / f"cut{suffix}"
+    assert main([*args, "--out", str(clean)]) == 0
+    data = clean.read_bytes()
+    # Cut in the middle of the second of group.jpg's three face rows: a half line, and a photo with one row.
+    lines = data.split(b"\n")
+    group = [i for i, line in enumerate(lines) if b"group.jpg" in line]
+    cut.write_bytes(b"\n".join(lines[: group[1]]) + b"\n" + lines[group[1]][:25])
+    assert main([*args, "--out", str(cut), "--resume"]) == 0
+    key = lambda rows: sorted((r["file"], str(r["face"]), str(r["error"])) for r in rows)  # noqa: E731
+    assert key(rows_of(cut)) == key(rows_of(clean))
+
+
+def test_resume_refuses_an_output_with_other_columns(photos, tmp_path, capsys):
+    out = tmp_path / "plain.csv"
+    assert main([str(photos / "astronaut.jpg"), "--out", str(out), "--workers", "1", "--no-progress"]) == 0
+    assert main([str(photos), "--out", str(out), "--resume", "--deltas", "--workers", "1", "--no-progress"]) == 2
+    assert "cannot resume" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_sigterm_keeps_the_finished_rows_of_a_parquet_run(tmp_path):
+    import signal
+    import time
+
+    pq = pytest.importorskip("pyarrow.parquet")
+    folder = tmp_path / "many"
+    folder.mkdir()
+    for i in range(60):
+        shutil.copy(FIXTURES / "astronaut.jpg", folder / f"p{i:02d}.jpg")
+    out = tmp_path / "ages.parquet"
+    cmd = [sys.executable, "-m", "bulk", str(folder), "--out", str(out), "--workers", "1", "--batch", "2"]
+    proc = subprocess.Popen([*cmd, "--no-progress"], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    tmp = out.with_name(out.name + ".tmp")
+    deadline = time.monotonic() + 120
+    while (not tmp.exists() or tmp.stat().st_size < 8000) and time.monotonic() < deadline:
+        time.sleep(0.2)  # some row groups written
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    kept = pq.read_table(out).num_rows
+    assert 0 < kept < 60
+    assert subprocess.run([*cmd, "--resume", "--no-progress"], cwd=ROOT, timeout=300).returncode == 0
+    files = pq.read_table(out).column("file").to_pylist()
+    assert len(files) == len(set(files)) == 60
