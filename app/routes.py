@@ -11,6 +11,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from starlette.requests import ClientDisconnect
 
 from app.batching import BatchFailed, QueueFull
 from app.errors import APIError
@@ -206,8 +207,10 @@ async def estimate_age(
     except BatchFailed as exc:
         log.warning("a model call failed: %s", exc)
         raise APIError(500, ErrorCode.INFERENCE_FAILED, "the model call for this request failed") from exc
-    except ClientGone:
-        return Response(status_code=499)  # nginx's "client closed request": nobody reads this answer
+    except (ClientGone, ClientDisconnect):
+        # nginx's "client closed request": nobody reads this answer; one log line, no traceback.
+        log.info("a client went away before its answer (%s)", request.client.host if request.client else "unknown")
+        return Response(status_code=499)
     finally:
         service.admission.leave()
 

@@ -387,3 +387,29 @@ def test_peak_memory_stays_within_budget(server):
     peak = proc_status_kib(pid, "VmHWM") / 1024
     print(f"hostile: server peak RSS {peak:.0f} MiB (budget {MEMORY_BUDGET_MIB})")
     assert peak < MEMORY_BUDGET_MIB
+
+
+def test_a_client_that_hangs_up_mid_body_is_counted_as_499_not_500(server):
+    base, _ = server
+
+    def counts() -> dict[str, float]:
+        lines = httpx.get(base + "/metrics").text.splitlines()
+        prefix = "daa_estimate_requests_total{"
+        return {line.split('"')[1]: float(line.split()[-1]) for line in lines if line.startswith(prefix)}
+
+    before = counts()
+    boundary = "b0undary"
+    head = (
+        f"POST /estimate HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+        "Content-Length: 200000\r\n\r\n"
+    )
+    part = f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'.encode()
+    with _raw(base) as sock:
+        sock.sendall(head.encode() + part + fixture_bytes("astronaut.jpg")[:5000])
+        time.sleep(0.5)
+    deadline = time.monotonic() + 10
+    while counts().get("499", 0) <= before.get("499", 0) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    after = counts()
+    assert after.get("499", 0) == before.get("499", 0) + 1
+    assert after.get("500", 0) == before.get("500", 0)
