@@ -125,15 +125,22 @@ def wait_until_ready(base: str, proc: subprocess.Popen, timeout: float = 180.0, 
 
 @contextlib.contextmanager
 def running_service(
-    env: dict[str, str] | None = None, timeout: float = 180.0, log_path: Path | None = None
+    env: dict[str, str] | None = None,
+    timeout: float = 180.0,
+    log_path: Path | None = None,
+    python_args: list[str] | None = None,
 ) -> Iterator[tuple[str, subprocess.Popen]]:
-    """Start ``python -m app`` (the command README and the image use) and yield (base URL, process) once /ready
-    answers 200; stop it afterwards."""
+    """Start ``python -m app`` (the command README and the image use; ``python_args`` replace ``-m app``) and
+    yield (base URL, process) once /ready answers 200; stop it afterwards."""
     port = free_port()
     full_env = {**os.environ, "DAA_HOST": "127.0.0.1", "DAA_PORT": str(port), "DAA_LOG_LEVEL": "warning", **(env or {})}
     log: Any = open(log_path, "wb") if log_path else subprocess.DEVNULL
     proc = subprocess.Popen(
-        [sys.executable, "-m", "app"], cwd=ROOT, env=full_env, stdout=log, stderr=subprocess.STDOUT if log_path else None
+        [sys.executable, *(python_args or ["-m", "app"])],
+        cwd=ROOT,
+        env=full_env,
+        stdout=log,
+        stderr=subprocess.STDOUT if log_path else None,
     )
     base = f"http://127.0.0.1:{port}"
     try:

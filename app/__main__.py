@@ -9,7 +9,8 @@ import uvicorn
 from app.main import create_app
 from app.server import raise_open_file_limit, uvicorn_config
 from app.settings import Settings
-from model.checkpoint import CheckpointError, read_checkpoint
+from model.errors import CheckpointError
+from model.pipeline import read_model
 
 
 def main() -> None:
@@ -23,7 +24,7 @@ def main() -> None:
         # Each worker process loads the model itself; check the file once here, so a bad checkpoint stops the
         # server with one message instead of failing in every worker.
         try:
-            read_checkpoint(settings.checkpoint)
+            read_model(settings.checkpoint)
         except CheckpointError as exc:
             sys.exit(f"daa-age: cannot start: {exc} (set DAA_CHECKPOINT to a valid checkpoint)")
         from uvicorn.supervisors import Multiprocess

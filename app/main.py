@@ -16,7 +16,7 @@ from app.security import APIKeys, RefusingCORSMiddleware
 from app.service import Service
 from app.settings import Settings
 from app.telemetry import CountAnswers, Telemetry
-from model.checkpoint import read_checkpoint
+from model.pipeline import read_model
 
 
 def _package_version() -> str:
@@ -51,7 +51,7 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         # Read and check the checkpoint file before the port opens (a missing or corrupt file stops start-up
         # with a message naming it); build the model after it opens, so /ready answers 503 while it loads.
-        payload = await asyncio.to_thread(read_checkpoint, settings.checkpoint)
+        payload = await asyncio.to_thread(read_model, settings.checkpoint)
         loading = asyncio.create_task(_load(app, settings, payload, telemetry, on_load_failure), name="daa-load")
         if not load_in_background:
             await loading
@@ -102,7 +102,11 @@ def create_app(
 
 
 async def _load(
-    app: FastAPI, settings: Settings, payload: dict[str, Any], telemetry: Telemetry, on_failure: Callable[[], None] | None
+    app: FastAPI,
+    settings: Settings,
+    payload: dict[str, Any] | None,
+    telemetry: Telemetry,
+    on_failure: Callable[[], None] | None,
 ) -> None:
     try:
         service = await asyncio.to_thread(Service.load, settings, payload, telemetry)

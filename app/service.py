@@ -8,8 +8,6 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
-import torch
-
 from app.batching import MicroBatcher
 from app.settings import Settings
 from app.telemetry import Telemetry
@@ -53,7 +51,11 @@ class Service:
         """Build the model and MTCNN (``payload``: the checkpoint already read); raises
         :class:`model.checkpoint.CheckpointError` on a bad checkpoint."""
         threads = settings.threads
-        if torch.get_num_threads() != threads:
+        try:
+            import torch
+        except ImportError:  # the torch-free install serves exported graphs (DAA_CHECKPOINT=....onnx)
+            torch = None  # type: ignore[assignment]
+        if torch is not None and torch.get_num_threads() != threads:
             torch.set_num_threads(threads)  # this worker process's kernels; the server owns the process
         run = settings.runtime_options()
         pipeline = AgePipeline.load(

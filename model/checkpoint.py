@@ -14,17 +14,14 @@ from typing import Any
 
 import torch
 
+from model.errors import CheckpointError
 from model.factory import DAAModel, build_model
 
 FORMAT = "daa-age-checkpoint"
 FORMAT_VERSION = 1
 
 
-class CheckpointError(RuntimeError):
-    def __init__(self, path: str | os.PathLike, problem: str) -> None:
-        self.path = str(path)
-        self.problem = problem
-        super().__init__(f"checkpoint {self.path}: {problem}")
+__all__ = ["CheckpointError", "load_checkpoint", "read_checkpoint", "save_checkpoint"]
 
 
 def save_checkpoint(

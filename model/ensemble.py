@@ -99,7 +99,9 @@ def crop_window(x: torch.Tensor, canvas: CropSpec, crop: CropSpec) -> torch.Tens
         side = max(crop.size, round(crop.size / ratio))
         x = F.interpolate(x, size=(side, side), mode="bilinear", antialias=True, align_corners=False)
     theta = torch.tensor([[ratio, 0.0, 0.0], [0.0, ratio, 0.0]], dtype=x.dtype, device=x.device)
-    grid = F.affine_grid(theta.expand(len(x), 2, 3), [len(x), x.shape[1], crop.size, crop.size], align_corners=False)
+    # x.shape[0], not len(x): the ONNX export traces the batch size as a dimension, not as a constant.
+    n = x.shape[0]
+    grid = F.affine_grid(theta.expand(n, 2, 3), [n, x.shape[1], crop.size, crop.size], align_corners=False)
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 

@@ -50,3 +50,12 @@ class InputError(Exception):
     def __init__(self, code: ErrorCode, message: str, detail: Any = None) -> None:
         super().__init__(message)
         self.code, self.message, self.detail = code, message, detail
+
+
+class CheckpointError(RuntimeError):
+    """A model file that cannot be served: missing, empty, corrupt or of another format."""
+
+    def __init__(self, path: Any, problem: str) -> None:
+        self.path = str(path)
+        self.problem = problem
+        super().__init__(f"checkpoint {self.path}: {problem}")

@@ -1,8 +1,8 @@
-"""The model side of the pipeline: crops in, ages, spreads, age ranges and delta ages out."""
+"""The model side of the pipeline: crops in, ages, spreads, age ranges and delta ages out (torch; the torch-free
+one for exported graphs is ``model/onnx_estimator.py``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,13 +17,9 @@ from model.inference import crops_to_input, predict_with_flip, resolve_device, z
 from model.onnx_runtime import OrtEncoder, resolve_runtime
 from model.options import RuntimeOptions
 from model.ranges import RangeModel
+from model.results import FaceResult
 
-
-@dataclass
-class FaceResult:
-    age: float
-    spread: float
-    deltas: list[float]
+__all__ = ["Estimator", "FaceResult"]
 
 
 class Estimator:

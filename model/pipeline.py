@@ -16,18 +16,22 @@ from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from model.config import REFERENCE_INTERVALS
 from model.detection import Detector, DetectorSettings, FaceDetection, create_detector
 from model.detectors.whole import WholeImage
-from model.errors import ErrorCode, InputError
-from model.estimator import Estimator, FaceResult
+from model.errors import CheckpointError, ErrorCode, InputError
 from model.faces import crop_face
 from model.imaging import decode_image
 from model.options import PipelineLimits, PipelineOptions, RuntimeOptions
+from model.results import FaceResult
+
+if TYPE_CHECKING:  # the torch estimator is imported only where a .pt checkpoint is served
+    from model.estimator import Estimator
+    from model.onnx_estimator import OnnxEstimator
 
 
 class ClientGone(Exception):
@@ -72,8 +76,55 @@ EstimateFn = Callable[[np.ndarray, int], Awaitable[Sequence[FaceResult]]]
 StillWanted = Callable[[], Awaitable[bool]]
 
 
+def read_model(path: str | Path) -> dict[str, Any] | None:
+    """Check a model file before serving it: a torch checkpoint is read (its payload returned, so it is not read
+    twice); an ONNX graph is checked to exist (ONNX Runtime checks the rest when it loads it). Raises
+    :class:`model.errors.CheckpointError`."""
+    path = Path(path)
+    if path.suffix == ".onnx":
+        if not path.is_file() or not path.stat().st_size:
+            raise CheckpointError(path, "file not found" if not path.is_file() else "file is empty")
+        return None
+    try:
+        from model.checkpoint import read_checkpoint
+    except ImportError as exc:
+        raise CheckpointError(path, 'a torch checkpoint needs torch: pip install "daa-age[torch]"') from exc
+    return read_checkpoint(path)
+
+
+def load_estimator(
+    checkpoint: str | Path,
+    device: str = RuntimeOptions.device,
+    flip_tta: bool = RuntimeOptions.flip_tta,
+    runtime: str = RuntimeOptions.runtime,
+    payload: dict[str, Any] | None = None,
+    threads: int = RuntimeOptions.threads,
+) -> Estimator | OnnxEstimator:
+    """A ``.onnx`` graph (``python -m training export-onnx``) runs on ONNX Runtime alone, without torch; a ``.pt``
+    checkpoint needs torch (``pip install "daa-age[torch]"``)."""
+    if Path(checkpoint).suffix == ".onnx":
+        if runtime == "torch":
+            raise ValueError(f"{checkpoint} is an ONNX graph: it runs on ONNX Runtime, not DAA_RUNTIME=torch")
+        from model.onnx_estimator import OnnxEstimator
+
+        try:
+            return OnnxEstimator(checkpoint, device, flip_tta, threads)
+        except Exception as exc:  # noqa: BLE001  (ONNX Runtime's errors on a corrupt file)
+            raise CheckpointError(checkpoint, f"not a readable DAA graph: {exc}") from exc
+    try:
+        from model.estimator import Estimator
+    except ImportError as exc:
+        raise ImportError(
+            f"{checkpoint} is a torch checkpoint, and torch is not installed: serve its exported graph "
+            '(python -m training export-onnx) or pip install "daa-age[torch]"'
+        ) from exc
+    return Estimator(checkpoint, device, flip_tta, runtime, payload=payload, threads=threads)
+
+
 class AgePipeline:
-    def __init__(self, estimator: Estimator, detector: Detector, limits: PipelineLimits | None = None) -> None:
+    def __init__(
+        self, estimator: Estimator | OnnxEstimator, detector: Detector, limits: PipelineLimits | None = None
+    ) -> None:
         self.estimator = estimator
         self.detector = detector
         self.limits = limits or PipelineLimits()
@@ -94,7 +145,7 @@ class AgePipeline:
         """Load a checkpoint and the detector ``detector_settings`` names; raises
         :class:`model.checkpoint.CheckpointError` on a bad checkpoint. ``payload``: the checkpoint as already read;
         ``threads``: threads of each kernel call (ONNX Runtime)."""
-        estimator = Estimator(checkpoint, device, flip_tta, runtime, payload=payload, threads=threads)
+        estimator = load_estimator(checkpoint, device, flip_tta, runtime, payload, threads)
         detector = create_detector(detector_settings, device=str(estimator.device), runtime=runtime, threads=threads)
         return cls(estimator, detector, limits)
 

@@ -1,4 +1,5 @@
-"""``python -m training {preprocess,split,train,evaluate,convert-dlib}``: the researcher's command line.
+"""``python -m training {preprocess,split,train,evaluate,export,export-onnx,blend,groups,convert-dlib}``: the
+researcher's command line.
 
 Every training option is a flag, and ``--config FILE.json`` supplies any of them (flags given on the command line
 win). Example, the paper's ResNet18 recipe on UTKFace:
@@ -185,6 +186,16 @@ def cmd_evaluate(args: argparse.Namespace) -> None:
     print(f"wrote {args.out}")
 
 
+def cmd_export_onnx(args: argparse.Namespace) -> None:
+    import warnings
+
+    from training.export_onnx import export_onnx
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the tracer's notes on constants (the graph is checked by the tests)
+        print("wrote", export_onnx(args.checkpoint, args.out))
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     from training.export import export
 
@@ -290,6 +301,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--version", required=True)
     p.add_argument("--licence", default="")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("export-onnx", help="write a checkpoint as one ONNX graph, for serving without torch")
+    p.add_argument("--checkpoint", type=Path, required=True)
+    p.add_argument("--out", type=Path, help="default: the checkpoint's path with .onnx")
+    p.set_defaults(func=cmd_export_onnx)
 
     p = sub.add_parser("blend", help="choose ensemble weights from the members' validation reports")
     p.add_argument("--report", type=Path, nargs="+", required=True, help="evaluate's JSON per member, --subset val")
