@@ -27,7 +27,7 @@ def test_image_start_command_is_the_readme_command():
     serve = next(line for line in README.splitlines() if line.startswith("pip install -c requirements/lock.txt -e . &&"))
     assert serve.split("&&")[1].split() == dockerfile_cmd()
     # The tests and benchmarks that start the service start it with the same command.
-    assert '[sys.executable, "-m", "app"]' in (ROOT / "testkit.py").read_text()
+    assert '[sys.executable, *(python_args or ["-m", "app"])]' in (ROOT / "testkit.py").read_text()
 
 
 def test_image_installs_this_checkout_with_pip_and_checks_ready():
