@@ -105,6 +105,52 @@ class Detector(Protocol):
     def detect_batch(self, images: list[Image.Image], min_face_size: int | None = None) -> list[list[FaceDetection]]: ...
 
 
+class BudgetedDetector:
+    """What detectors that search a photo share: the detection budget and the minimum face. A photo is detected on
+    a copy whose longer side is ``target_side``, larger when the minimum face asks for it (a face must be at least
+    ``window`` pixels in the copy), never beyond ``settings.max_side``. Subclasses set ``name``, ``settings``,
+    ``target_side`` and ``window`` and detect in the copy with :meth:`_detect_copies`."""
+
+    name: str
+    settings: DetectorSettings
+    target_side: int
+    window: float
+    resize_gap: float | None = None  # PIL's reducing_gap for the copy (None: one bilinear pass)
+
+    def scale(self, width: int, height: int) -> float:
+        """The factor by which a photo of this size is shrunk at most for detection (1.0: not at all)."""
+        return min(1.0, self.settings.max_side / max(width, height, 1))
+
+    def smallest_face(self, width: int, height: int) -> float:
+        return self.window / self.scale(width, height)
+
+    def detect(self, image: Image.Image, min_face_size: int | None = None) -> list[FaceDetection]:
+        return self.detect_batch([image], min_face_size)[0]
+
+    def detect_batch(self, images: list[Image.Image], min_face_size: int | None = None) -> list[list[FaceDetection]]:
+        """Several images of one size in one pass (how training preprocesses)."""
+        if not images:
+            return []
+        size = images[0].size
+        if any(im.size != size for im in images):
+            raise ValueError("detect_batch needs images of one size")
+        wanted_min = max(min_face_size or self.settings.min_face_size, self.smallest_face(*size))
+        if min(size) < wanted_min:  # no face of the minimum size fits (thin and tiny photos)
+            return [[] for _ in images]
+        factor = min(self.scale(*size), max(self.target_side / max(size), self.window / wanted_min))
+        if factor < 1.0:
+            small = (max(1, round(size[0] * factor)), max(1, round(size[1] * factor)))
+            images = [im.resize(small, Image.Resampling.BILINEAR, reducing_gap=self.resize_gap) for im in images]
+        return self._detect_copies(images, size, factor, wanted_min)
+
+    def _detect_copies(
+        self, images: list[Image.Image], size: tuple[int, int], factor: float, wanted_min: float
+    ) -> list[list[FaceDetection]]:
+        """Faces in the copies (``factor`` x the photo of ``size``), in the photo's pixels, at least ``wanted_min``
+        there."""
+        raise NotImplementedError
+
+
 DetectorFactory = Callable[..., Detector]
 _DETECTORS: dict[str, DetectorFactory] = {}
 # The built-in detectors and the module that registers each: imported only when asked for, so a service that runs

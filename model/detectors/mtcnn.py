@@ -12,13 +12,13 @@ import numpy as np
 import torch
 from PIL import Image
 
-from model.detection import DetectorSettings, FaceDetection, box_frame, register_detector
+from model.detection import BudgetedDetector, DetectorSettings, FaceDetection, box_frame, register_detector
 from model.mtcnn import WINDOW  # the smallest face the cascade can see in the image it is given
 
 DEFAULT_MIN_SCORE = 0.9  # minimum O-Net face probability
 
 
-class MTCNNDetector:
+class MTCNNDetector(BudgetedDetector):
     """MTCNN behind the :class:`model.detection.Detector` contract.
 
     ``target_side``: the detection copy's preferred longer side. Smaller copies are cheaper (every pyramid level is
@@ -33,6 +33,7 @@ class MTCNNDetector:
     """
 
     name = "mtcnn"
+    window = float(WINDOW)
 
     def __init__(
         self,
@@ -58,30 +59,9 @@ class MTCNNDetector:
         a, b, c = thresholds
         self._cascade = MTCNNCascade((float(a), float(b), float(c)), runtime=self.runtime).to(self.device)
 
-    def scale(self, width: int, height: int) -> float:
-        """The factor by which a photo of this size is shrunk for detection (1.0: not at all)."""
-        return min(1.0, self.settings.max_side / max(width, height, 1))
-
-    def smallest_face(self, width: int, height: int) -> float:
-        return WINDOW / self.scale(width, height)
-
-    def detect(self, image: Image.Image, min_face_size: int | None = None) -> list[FaceDetection]:
-        return self.detect_batch([image], min_face_size)[0]
-
-    def detect_batch(self, images: list[Image.Image], min_face_size: int | None = None) -> list[list[FaceDetection]]:
-        """Several images of one size in one MTCNN pass (how training preprocesses)."""
-        if not images:
-            return []
-        size = images[0].size
-        if any(im.size != size for im in images):
-            raise ValueError("detect_batch needs images of one size")
-        wanted_min = max(min_face_size or self.settings.min_face_size, self.smallest_face(*size))
-        factor = min(self.scale(*size), max(self.target_side / max(size), WINDOW / wanted_min))
-        if min(size) < wanted_min:  # no face of the minimum size fits (thin and tiny photos)
-            return [[] for _ in images]
-        if factor < 1.0:
-            small_size = (max(1, round(size[0] * factor)), max(1, round(size[1] * factor)))
-            images = [im.resize(small_size, Image.Resampling.BILINEAR) for im in images]
+    def _detect_copies(
+        self, images: list[Image.Image], size: tuple[int, int], factor: float, wanted_min: float
+    ) -> list[list[FaceDetection]]:
         results = self._detect(images, 0, factor, wanted_min, wanted_min * factor)
         w, h = images[0].size
         pad = int(round(self.pad_fraction * max(w, h)))

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
-from model.detection import DetectorSettings, FaceDetection, FaceFrame, register_detector
+from model.detection import BudgetedDetector, DetectorSettings, FaceDetection, FaceFrame, register_detector
 
 MODEL = "yunet.onnx"
 DEFAULT_MIN_SCORE = 0.5
@@ -83,7 +83,7 @@ def box_correction(frame: FaceFrame, box: tuple[float, float, float, float], cor
     )
 
 
-class YuNetDetector:
+class YuNetDetector(BudgetedDetector):
     """YuNet behind the :class:`model.detection.Detector` contract.
 
     Photos are detected on a copy whose longer side is ``target_side`` (640: cheap, and what the survey measured),
@@ -91,6 +91,10 @@ class YuNetDetector:
     """
 
     name = "yunet"
+    window = NET_MIN_FACE
+    # A box reduction by the factor's integer part, then bilinear: antialiased, and 1/7 of one bilinear pass's
+    # time on a 1080p photo.
+    resize_gap = 1.0
 
     def __init__(
         self,
@@ -119,30 +123,9 @@ class YuNetDetector:
             nms_threshold=nms_threshold,
         )
 
-    def scale(self, width: int, height: int) -> float:
-        return min(1.0, self.settings.max_side / max(width, height, 1))
-
-    def smallest_face(self, width: int, height: int) -> float:
-        return NET_MIN_FACE / self.scale(width, height)
-
-    def detect(self, image: Image.Image, min_face_size: int | None = None) -> list[FaceDetection]:
-        return self.detect_batch([image], min_face_size)[0]
-
-    def detect_batch(self, images: list[Image.Image], min_face_size: int | None = None) -> list[list[FaceDetection]]:
-        if not images:
-            return []
-        size = images[0].size
-        if any(im.size != size for im in images):
-            raise ValueError("detect_batch needs images of one size")
-        wanted_min = max(min_face_size or self.settings.min_face_size, self.smallest_face(*size))
-        if min(size) < wanted_min:
-            return [[] for _ in images]
-        factor = min(self.scale(*size), max(self.target_side / max(size), NET_MIN_FACE / wanted_min))
-        if factor < 1.0:
-            small = (max(1, round(size[0] * factor)), max(1, round(size[1] * factor)))
-            # reducing_gap: a box reduction by the factor's integer part, then bilinear (antialiased, and 1/7 of
-            # one bilinear pass's time on a 1080p photo).
-            images = [im.resize(small, Image.Resampling.BILINEAR, reducing_gap=1.0) for im in images]
+    def _detect_copies(
+        self, images: list[Image.Image], size: tuple[int, int], factor: float, wanted_min: float
+    ) -> list[list[FaceDetection]]:
         arrays = [np.asarray(im.convert("RGB")) for im in images]
         found = self.net.detect_batch(arrays)
         sx, sy = size[0] / arrays[0].shape[1], size[1] / arrays[0].shape[0]
