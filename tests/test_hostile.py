@@ -413,3 +413,33 @@ def test_a_client_that_hangs_up_mid_body_is_counted_as_499_not_500(server):
     after = counts()
     assert after.get("499", 0) == before.get("499", 0) + 1
     assert after.get("500", 0) == before.get("500", 0)
+
+
+def multipart(parts: list[tuple[bytes, bytes]], boundary: bytes = b"b0undary") -> tuple[bytes, dict[str, str]]:
+    """A multipart body of (part headers, content) pairs."""
+    body = b"".join(b"--" + boundary + b"\r\n" + head + b"\r\n\r\n" + data + b"\r\n" for head, data in parts)
+    return body + b"--" + boundary + b"--\r\n", {"Content-Type": "multipart/form-data; boundary=" + boundary.decode()}
+
+
+@pytest.mark.parametrize(
+    "name,parts",
+    [
+        ("50,000 empty parts", [(b'Content-Disposition: form-data; name="x"', b"")] * 50_000),
+        ("a part header of 1 MB", [(b'Content-Disposition: form-data; name="x"; y="' + b"a" * 1_000_000 + b'"', b"")]),
+    ],
+)
+def test_part_floods_are_refused_fast(server, name, parts):
+    base, _ = server
+    body, headers = multipart(parts)
+    t0 = time.monotonic()
+    r = httpx.post(base + "/estimate", content=body, headers=headers, timeout=30)
+    assert (r.status_code, r.json()["code"]) == (400, "malformed_body"), (name, r.text[:200])
+    assert time.monotonic() - t0 < FAST_S
+
+
+def test_a_photo_with_a_few_other_fields_is_served(server):
+    base, _ = server
+    photo = (b'Content-Disposition: form-data; name="file"; filename="a.jpg"', fixture_bytes("astronaut.jpg"))
+    body, headers = multipart([(b'Content-Disposition: form-data; name="note"', b"hello"), photo])
+    r = httpx.post(base + "/estimate", content=body, headers=headers, timeout=60)
+    assert r.status_code == 200 and len(r.json()["faces"]) == 1
