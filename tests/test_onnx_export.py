@@ -124,3 +124,61 @@ def test_the_service_serves_the_graph_without_torch():
         assert r.status_code == 200 and len(r.json()["faces"]) == 3
         info = httpx.get(base + "/model").json()
         assert info["runtime"] == "onnxruntime" and info["name"] == "daa-dlibface150-distilled-utkface"
+
+
+def parse_pbtxt(text: str):
+    """A small protobuf text-format reader (messages, lists, scalars): enough to check a config.pbtxt."""
+    import re
+
+    tokens = re.findall(r'"[^"]*"|[{}\[\]:,]|[^\s{}\[\]:,]+', text)
+    pos = 0
+
+    def value():
+        nonlocal pos
+        tok = tokens[pos]
+        pos += 1
+        if tok == "{":
+            return message("}")
+        if tok == "[":
+            items = []
+            while tokens[pos] != "]":
+                items.append(value())
+                if tokens[pos] == ",":
+                    pos += 1
+            pos += 1
+            return items
+        return tok.strip('"') if tok.startswith('"') else (int(tok) if tok.lstrip("-").isdigit() else tok)
+
+    def message(end):
+        nonlocal pos
+        out = {}
+        while pos < len(tokens) and tokens[pos] != end:
+            key = tokens[pos]
+            pos += 1
+            if tokens[pos] == ":":
+                pos += 1
+            out[key] = value()
+        pos += 1
+        return out
+
+    return message(None)
+
+
+def test_the_triton_repository_describes_the_graph(tmp_path):
+    import onnxruntime as ort
+
+    from training.triton import write_repository
+
+    folder = write_repository(DEFAULT_GRAPH, tmp_path / "repo")
+    config = parse_pbtxt((folder / "config.pbtxt").read_text())
+    assert (folder / "1" / "model.onnx").read_bytes() == DEFAULT_GRAPH.read_bytes()
+    assert config["name"] == folder.name == "daa-dlibface150-distilled-utkface"
+    assert config["platform"] == "onnxruntime_onnx" and config["max_batch_size"] == 64
+    assert "max_queue_delay_microseconds" in config["dynamic_batching"]
+    session = ort.InferenceSession(str(DEFAULT_GRAPH), providers=["CPUExecutionProvider"])
+    (crops,) = config["input"]
+    assert (crops["name"], crops["data_type"], crops["dims"]) == ("crops", "TYPE_UINT8", [150, 150, 3])
+    declared = {o["name"]: o for o in config["output"]}
+    assert list(declared) == [o.name for o in session.get_outputs()]
+    assert declared["estimates"]["dims"] == [1, 100] and declared["deltas"]["dims"] == [100]
+    assert declared["age"]["dims"] == [1] and declared["age"]["reshape"] == {"shape": []}

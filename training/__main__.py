@@ -196,6 +196,12 @@ def cmd_export_onnx(args: argparse.Namespace) -> None:
         print("wrote", export_onnx(args.checkpoint, args.out))
 
 
+def cmd_triton(args: argparse.Namespace) -> None:
+    from training.triton import write_repository
+
+    print("wrote", write_repository(args.graph, args.out, args.max_batch_size))
+
+
 def cmd_export(args: argparse.Namespace) -> None:
     from training.export import export
 
@@ -306,6 +312,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--checkpoint", type=Path, required=True)
     p.add_argument("--out", type=Path, help="default: the checkpoint's path with .onnx")
     p.set_defaults(func=cmd_export_onnx)
+
+    p = sub.add_parser("triton", help="a Triton model repository (config.pbtxt + model.onnx) for an exported graph")
+    p.add_argument("--graph", type=Path, required=True, help="an export-onnx graph")
+    p.add_argument("--out", type=Path, required=True, help="the model repository folder")
+    p.add_argument("--max-batch-size", type=int, default=64)
+    p.set_defaults(func=cmd_triton)
 
     p = sub.add_parser("blend", help="choose ensemble weights from the members' validation reports")
     p.add_argument("--report", type=Path, nargs="+", required=True, help="evaluate's JSON per member, --subset val")
