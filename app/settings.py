@@ -18,7 +18,9 @@ from model.options import PipelineLimits, RuntimeOptions
 _LIMITS, _RUNTIME, _DETECTOR = PipelineLimits(), RuntimeOptions(), DetectorSettings()
 _BATCHER = MicroBatcher.DEFAULTS
 
-DEFAULT_MODEL = "daa-dlibface150-distilled-utkface.pt"
+# The bundled model as one ONNX graph: served by ONNX Runtime without torch. The same network's torch checkpoint
+# (".pt" beside it) is what DAA_RUNTIME=torch and CUDA serve (pip install "daa-age[torch]").
+DEFAULT_MODEL = "daa-dlibface150-distilled-utkface.onnx"
 
 
 def default_checkpoint() -> Path:
@@ -35,7 +37,10 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="DAA_", extra="ignore")
 
     # Model
-    checkpoint: Path = Field(default_factory=default_checkpoint, description="DAA checkpoint to serve")
+    checkpoint: Path = Field(
+        default_factory=default_checkpoint,
+        description="DAA model to serve: an exported .onnx graph (no torch needed) or a torch .pt checkpoint",
+    )
     device: str = Field(_RUNTIME.device, description="auto (CUDA when present), cpu, cuda or cuda:N")
     threads: int = Field(
         _RUNTIME.threads,

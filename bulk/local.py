@@ -13,9 +13,12 @@ _annotator: PhotoAnnotator | None = None
 
 def _init(cfg: AnnotatorConfig) -> None:
     global _annotator  # one pipeline per worker process, built once when the process starts
-    import torch
-
-    torch.set_num_threads(1)  # the process is ours: one kernel thread per worker, one worker per core
+    try:
+        import torch
+    except ImportError:  # the torch-free install: ONNX Runtime sessions take one thread each already
+        pass
+    else:
+        torch.set_num_threads(1)  # the process is ours: one kernel thread per worker, one worker per core
     _annotator = PhotoAnnotator(cfg)
 
 

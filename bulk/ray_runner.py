@@ -17,9 +17,12 @@ class _Annotate:
     """One Ray actor: a pipeline loaded once, called on batches of paths."""
 
     def __init__(self, cfg: AnnotatorConfig) -> None:
-        import torch
-
-        torch.set_num_threads(1)  # the actor's process is Ray's worker, one CPU each
+        try:
+            import torch
+        except ImportError:  # the torch-free install
+            pass
+        else:
+            torch.set_num_threads(1)  # the actor's process is Ray's worker, one CPU each
         self.annotator = PhotoAnnotator(cfg)
 
     def __call__(self, batch: dict[str, Any]) -> dict[str, list[str]]:

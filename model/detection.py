@@ -180,7 +180,12 @@ def create_detector(
     """The detector ``settings.name`` names, built with the generic settings and its own ``settings.options``."""
     settings = settings or DetectorSettings()
     if settings.name not in _DETECTORS and settings.name in BUILTIN:
-        importlib.import_module(BUILTIN[settings.name])
+        try:
+            importlib.import_module(BUILTIN[settings.name])
+        except ImportError as exc:  # MTCNN runs on torch, which the serving install leaves out
+            raise ImportError(
+                f'the {settings.name!r} detector needs {exc.name or "a package"}: pip install "daa-age[torch]"'
+            ) from exc
     if settings.name not in _DETECTORS:
         raise ValueError(f"unknown detector {settings.name!r}; registered: {list_detectors()}")
     return _DETECTORS[settings.name](settings, device=device, runtime=runtime, threads=threads, **settings.options)

@@ -21,7 +21,7 @@ from testkit import FIXTURES, fixture_bytes, make_client, post_image
 
 @pytest.fixture(scope="module")
 def estimator() -> Estimator:
-    return Estimator(str(default_checkpoint()), "cpu", flip_tta=False)
+    return Estimator(str(default_checkpoint().with_suffix(".pt")), "cpu", flip_tta=False)
 
 
 @pytest.fixture(scope="module")

@@ -101,6 +101,22 @@ def test_a_torch_checkpoint_without_torch_names_the_extra():
     assert proc.returncode != 0 and "daa-age[torch]" in proc.stderr
 
 
+def test_mtcnn_without_torch_names_the_extra():
+    code = (
+        "import sys; sys.modules['torch'] = None\n"
+        "from model.detection import DetectorSettings, create_detector\n"
+        "create_detector(DetectorSettings(name='mtcnn'))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "daa-age[torch]" in proc.stderr
+
+
+def test_the_default_model_is_the_graph():
+    from app.settings import default_checkpoint
+
+    assert default_checkpoint() == DEFAULT_GRAPH
+
+
 def test_a_corrupt_graph_is_a_checkpoint_error(tmp_path):
     from model.errors import CheckpointError
     from model.pipeline import load_estimator

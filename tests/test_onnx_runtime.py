@@ -43,8 +43,8 @@ def test_detector_finds_the_same_faces():
 def test_served_ages_match_torch():
     group = Image.open(FIXTURES / "group.jpg").convert("RGB")
     faces = MTCNNDetector(DetectorSettings(min_face_size=20)).detect(group)
-    a_est = Estimator(str(default_checkpoint()), "cpu", True, runtime="torch")
-    b_est = Estimator(str(default_checkpoint()), "cpu", True, runtime="onnxruntime")
+    a_est = Estimator(str(default_checkpoint().with_suffix(".pt")), "cpu", True, runtime="torch")
+    b_est = Estimator(str(default_checkpoint().with_suffix(".pt")), "cpu", True, runtime="onnxruntime")
     # The crops the served model reads (its own crop spec: 150 px, scale 1.5 for the default).
     crops = np.stack([crop_face(group, f, a_est.crop_spec) for f in faces])
     a, b = a_est.estimate(crops, 1), b_est.estimate(crops, 1)

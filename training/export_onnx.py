@@ -57,7 +57,8 @@ class ServedGraph(nn.Module):
 
 
 def metadata(model: Any, meta: dict[str, Any], graph: ServedGraph) -> dict[str, str]:
-    keep = {k: meta[k] for k in ("version", "licence", "range_model", "range_factor_95", "metrics") if k in meta}
+    kept = ("version", "licence", "range_model", "range_factor_95", "metrics", "split", "data", "code_version")
+    keep = {k: meta[k] for k in kept if k in meta}
     return {
         "daa.name": model.config.name,
         "daa.version": str(meta.get("version", meta.get("code_version", "unknown"))),
