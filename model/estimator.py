@@ -16,13 +16,12 @@ from model.factory import count_parameters
 from model.inference import crops_to_input, predict_with_flip, resolve_device, zero_denormal_weights
 from model.onnx_runtime import OrtEncoder, resolve_runtime
 from model.options import RuntimeOptions
-from model.ranges import RangeModel
-from model.results import FaceResult
+from model.results import CalibratedRanges, FaceResult
 
 __all__ = ["Estimator", "FaceResult"]
 
 
-class Estimator:
+class Estimator(CalibratedRanges):
     def __init__(
         self,
         checkpoint: str | Path,
@@ -46,28 +45,12 @@ class Estimator:
             # The encoder is ~90% of the model's time; the DAA head stays in torch (its cached W*1 and folded BN).
             for net in networks(self.model):
                 net.encoder = OrtEncoder(net.encoder, threads)
-        # age_range = age +- range_factor x spread; the factor is fitted on validation data at export (95% coverage).
-        # (Checkpoints before version 3 stored it as "uncertainty_scale_95".)
-        ranges = self.metadata.get("range_model")
-        self.range_model = RangeModel.from_dict(ranges) if isinstance(ranges, dict) else None
-        self.range_factor = float(self.metadata.get("range_factor_95", self.metadata.get("uncertainty_scale_95", 1.96)))
+        self.num_references = self.config.num_references
+        self._read_ranges()
 
     @property
     def name(self) -> str:
         return self.config.name
-
-    @property
-    def version(self) -> str:
-        return str(self.metadata.get("version", self.metadata.get("code_version", "unknown")))
-
-    def age_range(self, age: float, spread: float) -> tuple[float, float]:
-        """The 95% range the model card calibrated, floored at 0: the checkpoint's age-dependent range model
-        (``model/ranges.py``), or for older checkpoints age +- range_factor x spread."""
-        half = self.range_model.half_width(age, spread) if self.range_model else self.range_factor * spread
-        return max(age - half, 0.0), age + half
-
-    def references(self, interval: int) -> list[int]:
-        return list(range(0, self.config.num_references, interval))
 
     @torch.inference_mode()
     def estimate(self, crops: np.ndarray, interval: int) -> list[FaceResult]:

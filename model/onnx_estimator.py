@@ -17,8 +17,7 @@ import numpy as np
 
 from model.config import CropSpec, ModelConfig
 from model.options import RuntimeOptions
-from model.ranges import RangeModel
-from model.results import FaceResult
+from model.results import CalibratedRanges, FaceResult
 
 
 class OnnxConfig:
@@ -32,7 +31,7 @@ class OnnxConfig:
         return dict(self._config)
 
 
-class OnnxEstimator:
+class OnnxEstimator(CalibratedRanges):
     """Crops in, ages, spreads, age ranges and delta ages out, as :class:`model.estimator.Estimator` gives them."""
 
     runtime = "onnxruntime"
@@ -68,28 +67,16 @@ class OnnxEstimator:
         self.metadata: dict[str, Any] = json.loads(props.get("daa.metadata", "{}"))
         self.metadata.setdefault("version", props.get("daa.version", "unknown"))
         self._name = props.get("daa.name", raw.get("name", ""))
-        ranges = self.metadata.get("range_model")
-        self.range_model = RangeModel.from_dict(ranges) if isinstance(ranges, dict) else None
-        self.range_factor = float(self.metadata.get("range_factor_95", 1.96))
+        self.num_references = num_references
+        self._read_ranges()
 
     @property
     def name(self) -> str:
         return self._name
 
-    @property
-    def version(self) -> str:
-        return str(self.metadata.get("version", "unknown"))
-
-    def age_range(self, age: float, spread: float) -> tuple[float, float]:
-        half = self.range_model.half_width(age, spread) if self.range_model else self.range_factor * spread
-        return max(age - half, 0.0), age + half
-
-    def references(self, interval: int) -> list[int]:
-        return list(range(0, self.config.num_references, interval))
-
     def _pooled(self, estimates: np.ndarray, interval: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Age, spread and deltas at ``interval`` from N x M x R estimates (float64, as the sums in torch are)."""
-        refs = np.arange(0, self.config.num_references, interval)
+        refs = np.arange(0, self.num_references, interval)
         est = estimates[:, :, refs].astype(np.float64)
         w = (self.weights / len(refs))[None, :, None]
         age = (est * w).sum((1, 2))
