@@ -51,12 +51,14 @@ class Service:
         """Build the model and MTCNN (``payload``: the checkpoint already read); raises
         :class:`model.checkpoint.CheckpointError` on a bad checkpoint."""
         threads = settings.threads
-        try:
+        # torch only where the pipeline runs on it (a .pt checkpoint, MTCNN): importing it for a served .onnx graph
+        # would cost ~600 MB of resident memory for nothing. Set before loading: ONNX Runtime sessions made from
+        # torch modules take torch's thread count.
+        if settings.checkpoint.suffix != ".onnx" or settings.detector == "mtcnn":
             import torch
-        except ImportError:  # the torch-free install serves exported graphs (DAA_CHECKPOINT=....onnx)
-            torch = None  # type: ignore[assignment]
-        if torch is not None and torch.get_num_threads() != threads:
-            torch.set_num_threads(threads)  # this worker process's kernels; the server owns the process
+
+            if torch.get_num_threads() != threads:
+                torch.set_num_threads(threads)  # this worker process's kernels; the server owns the process
         run = settings.runtime_options()
         pipeline = AgePipeline.load(
             settings.checkpoint,

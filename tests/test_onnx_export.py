@@ -198,3 +198,15 @@ def test_the_triton_repository_describes_the_graph(tmp_path):
     assert list(declared) == [o.name for o in session.get_outputs()]
     assert declared["estimates"]["dims"] == [1, 100] and declared["deltas"]["dims"] == [100]
     assert declared["age"]["dims"] == [1] and declared["age"]["reshape"] == {"shape": []}
+
+
+def test_serving_the_graph_does_not_import_torch_even_where_it_is_installed():
+    code = (
+        "import sys\n"
+        "from app.service import Service\n"
+        "from app.settings import Settings\n"
+        "Service.load(Settings())\n"
+        "print('torch' in sys.modules)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "False", proc.stderr[-1000:]
