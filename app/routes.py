@@ -209,7 +209,7 @@ async def estimate_age(
         raise APIError(500, ErrorCode.INFERENCE_FAILED, "the model call for this request failed") from exc
     except (ClientGone, ClientDisconnect):
         # nginx's "client closed request": nobody reads this answer; one log line, no traceback.
-        log.info("a client went away before its answer (%s)", request.client.host if request.client else "unknown")
+        log.info("a client went away before its answer")
         return Response(status_code=499)
     finally:
         service.admission.leave()
