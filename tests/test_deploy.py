@@ -32,7 +32,7 @@ def test_image_start_command_is_the_readme_command():
 
 def test_image_installs_this_checkout_with_pip_and_checks_ready():
     # The project's own pyproject, held to the lock (no second list of packages).
-    assert re.search(r"^RUN pip install -c requirements/lock.txt \. ", DOCKERFILE, re.M)
+    assert re.search(r'^RUN pip install -c requirements/lock.txt "\.\[torch\]" ', DOCKERFILE, re.M)
     assert "COPY requirements/lock.txt" in DOCKERFILE and "ARG PIP_FIND_LINKS" in DOCKERFILE
     assert "ENV PIP_FIND_LINKS" not in DOCKERFILE
     assert re.search(r"^HEALTHCHECK .*\n.*/ready", DOCKERFILE, re.M)
