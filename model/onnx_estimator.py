@@ -17,6 +17,7 @@ import numpy as np
 
 from model.config import CropSpec, ModelConfig
 from model.options import RuntimeOptions
+from model.ort_sessions import providers_for, session_options
 from model.results import CalibratedRanges, FaceResult
 
 
@@ -45,14 +46,8 @@ class OnnxEstimator(CalibratedRanges):
     ) -> None:
         import onnxruntime as ort
 
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or 1
-        options.inter_op_num_threads = 1
-        options.enable_cpu_mem_arena = False  # as model/onnx_runtime.py: no arena holding the largest batch seen
-        providers = ["CPUExecutionProvider"]
-        if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        providers = providers_for(device)
+        self.session = ort.InferenceSession(str(path), session_options(threads or 1), providers=providers)
         props = self.session.get_modelmeta().custom_metadata_map
         if "daa.config" not in props:
             raise ValueError(f"{path} is not a DAA graph (python -m training export-onnx writes one)")

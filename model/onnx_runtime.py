@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from model.encoders.registry import FaceEncoder
+from model.ort_sessions import session_options
 
 RUNTIMES = ("auto", "torch", "onnxruntime")
 
@@ -81,16 +82,7 @@ class OrtModule(nn.Module):
                 dynamic_axes=axes,
                 opset_version=17,
             )
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads or torch.get_num_threads()
-        options.inter_op_num_threads = 1
-        # The arena keeps the largest P-Net canvas ever seen: +150 MiB resident after a few 1080p photos, for no
-        # measurable speed (peer_bench, 200x200 and 1080p, with and without it).
-        options.enable_cpu_mem_arena = False
-        # No "session.set_denormal_as_zero": ONNX Runtime sets it as flush-to-zero on the calling thread and leaves
-        # it set, which changes the host's floating-point arithmetic (it broke hypothesis in the test process);
-        # the weights' denormals are zeroed instead (model/inference.py), and it measured no faster with the flag
-        # (default model, one face, one thread: 9.7 / 8.6 ms with it, 8.4 / 7.9 without, A B A B).
+        options = session_options(threads or torch.get_num_threads())
         self.session = ort.InferenceSession(buf.getvalue(), options, providers=["CPUExecutionProvider"])
 
     def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, ...]:

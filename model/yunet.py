@@ -39,6 +39,8 @@ import numpy as np
 import onnxruntime as ort
 from PIL import Image
 
+from model.ort_sessions import session_options
+
 __all__ = ["KEEP_TOP_K", "NMS_THRESHOLD", "SCORE_THRESHOLD", "TOP_K", "YuNet", "libfacedetection_ints"]
 
 # detection_output(cls, reg, kps, obj, 0.45f, 0.2f, 1000, 512) in objectdetect_cnn.
@@ -126,11 +128,7 @@ class YuNet:
             raise ValueError(f"max_side must be at least {PAD}, got {max_side}")
         self.score_threshold, self.nms_threshold = score_threshold, nms_threshold
         self.top_k, self.keep_top_k, self.max_side = top_k, keep_top_k, max_side
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        # As in model/onnx_runtime.py: the arena would keep the largest activations ever seen (a 1080p photo's) resident.
-        options.enable_cpu_mem_arena = False
+        options = session_options(threads)
         self.session = ort.InferenceSession(str(path), options, providers=providers or ["CPUExecutionProvider"])
 
     def detect(self, rgb: np.ndarray) -> Detections:

@@ -20,6 +20,7 @@ import numpy as np
 from PIL import Image
 
 from model.detection import BudgetedDetector, DetectorSettings, FaceDetection, FaceFrame, register_detector
+from model.ort_sessions import providers_for
 
 MODEL = "yunet.onnx"
 DEFAULT_MIN_SCORE = 0.5
@@ -105,20 +106,15 @@ class YuNetDetector(BudgetedDetector):
         nms_threshold: float = 0.45,
         path: str | Path | None = None,
     ) -> None:
-        import onnxruntime as ort
-
         from model.yunet import YuNet
 
         self.settings = settings or DetectorSettings(name="yunet")
         self.min_score = DEFAULT_MIN_SCORE if self.settings.min_score is None else self.settings.min_score
         self.target_side = target_side
-        providers = ["CPUExecutionProvider"]
-        if str(device).startswith("cuda") and "CUDAExecutionProvider" in ort.get_available_providers():
-            providers.insert(0, "CUDAExecutionProvider")
         self.net = YuNet(
             path or model_path(),
             threads=threads,
-            providers=providers,
+            providers=providers_for(device),
             score_threshold=min(self.min_score, 0.2),
             nms_threshold=nms_threshold,
         )
