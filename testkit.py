@@ -7,14 +7,17 @@ import contextlib
 import io
 import os
 import socket
+import struct
 import subprocess
 import sys
 import time
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
+import numpy as np
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent
@@ -79,8 +82,11 @@ def process_tree(pid: int) -> list[int]:
     while todo:
         p = todo.pop()
         out.append(p)
-        with contextlib.suppress(OSError):
-            todo += [int(c) for c in Path(f"/proc/{p}/task/{p}/children").read_text().split()]
+        # Each thread's children are listed under its own task (a process started from a thread is not the
+        # main thread's child there).
+        for task in Path(f"/proc/{p}/task").glob("*"):
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in (task / "children").read_text().split()]
     return out
 
 
@@ -154,3 +160,133 @@ def running_service(
             proc.kill()
         if log_path:
             log.close()
+
+
+# The hostile corpus: files built to cost more than their bytes (tests/test_hostile.py, benchmarks/hostile_bench.py).
+
+
+def _chunk(kind: bytes, data: bytes) -> bytes:
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+
+def png(width: int, height: int, rows: int | None = None, colour: int = 0) -> bytes:
+    """A greyscale (or RGB, colour=2) PNG declaring width x height; ``rows`` < height leaves the rest out."""
+    samples = 3 if colour == 2 else 1
+    raw = (b"\x00" + b"\x00" * width * samples) * (height if rows is None else rows)
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, colour, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", zlib.compress(raw, 9)) + _chunk(b"IEND", b"")
+
+
+def gif_screen(width: int, height: int) -> bytes:
+    """A GIF whose logical screen is width x height, holding one 1x1 frame (a few dozen bytes)."""
+    return (
+        b"GIF89a"
+        + struct.pack("<HH", width, height)
+        + b"\x80\x00\x00"
+        + b"\x00\x00\x00\xff\xff\xff"
+        + b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;"
+    )
+
+
+def many_frames(frames: int = 300, size: int = 1000) -> bytes:
+    """A small file with many large frames (each a flat colour, so it compresses to almost nothing)."""
+    images = [Image.new("L", (size, size), i % 256) for i in range(frames)]
+    buf = io.BytesIO()
+    images[0].save(buf, format="GIF", save_all=True, append_images=images[1:])
+    return buf.getvalue()
+
+
+def jpeg_with(before_scan: bytes = b"", before_end: bytes = b"") -> bytes:
+    """The fixture portrait as a JPEG with bytes inserted after its SOI marker and before its EOI marker."""
+    data = fixture_bytes("astronaut.jpg")
+    return data[:2] + before_scan + data[2:-2] + before_end + data[-2:]
+
+
+def bmp_rle8(width: int = 6324, height: int = 6324) -> bytes:
+    """A 26 KB RLE8 BMP declaring width x height pixels: one pixel and an end-of-line code per row."""
+    palette = b"\x00\x00\x00\x00" * 256
+    rows = b"\x01\x7f\x00\x00" * height + b"\x00\x01"
+    offset = 14 + 40 + len(palette)
+    info = struct.pack("<IiiHHIIiiII", 40, width, height, 1, 8, 1, len(rows), 2835, 2835, 256, 0)
+    return b"BM" + struct.pack("<IHHI", offset + len(rows), 0, 0, offset) + info + palette + rows
+
+
+def tiff_one_huge_tile(width: int = 64, height: int = 64, tile: tuple[int, int] = (32768, 21840)) -> bytes:
+    """A little-endian TIFF whose width x height image is stored as one Deflate tile of ``tile`` pixels."""
+    data = zlib.compress(b"\x00" * tile[0] * 64)
+    entries = [(256, width), (257, height), (258, 8), (259, 8), (262, 1), (277, 1), (322, tile[0]), (323, tile[1])]
+    fields = [struct.pack("<HHIHH", tag, 3, 1, value, 0) for tag, value in entries]
+    fields += [struct.pack("<HHII", 324, 4, 1, 8), struct.pack("<HHII", 325, 4, 1, len(data))]
+    ifd = struct.pack("<H", len(fields)) + b"".join(fields) + b"\x00\x00\x00\x00"
+    return b"II*\x00" + struct.pack("<I", 8 + len(data)) + data + ifd
+
+
+def png_with(extra: bytes) -> bytes:
+    """A small valid PNG with ``extra`` chunks after its header."""
+    data = encode(Image.new("RGB", (32, 32), (90, 90, 90)), "PNG")
+    return data[:33] + extra + data[33:]
+
+
+def comment(payload: bytes) -> bytes:
+    return b"\xff\xfe" + struct.pack(">H", len(payload) + 2) + payload
+
+
+CORPUS = {
+    # name: (bytes, params, expected status, expected code or None)
+    "thin 20000x10": (lambda: png(20000, 10), {}, 200, None),
+    "thin 10x20000": (lambda: png(10, 20000), {}, 200, None),
+    "thin 32768x10": (lambda: png(32768, 10), {}, 200, None),
+    "thin 40000x10": (lambda: png(40000, 10), {}, 413, "image_too_large"),
+    "line 100000x1": (lambda: png(100000, 1), {}, 413, "image_too_large"),
+    "one pixel": (lambda: png(1, 1), {}, 200, None),
+    "62-byte GIF with a 6000x6000 screen": (lambda: gif_screen(6000, 6000), {}, 200, None),
+    "PNG declaring 6300x6300, holding 5 rows": (lambda: png(6300, 6300, rows=5), {}, 400, "truncated_image"),
+    "blank 2500x2500": (lambda: png(2500, 2500), {}, 200, None),
+    "blank 2500x2500, min_face_size=12": (lambda: png(2500, 2500), {"min_face_size": 12}, 422, "min_face_size_unsupported"),
+    "blank 6000x6000 RGB": (lambda: png(6000, 6000, colour=2), {}, 200, None),
+    "over the pixel limit": (lambda: gif_screen(9000, 9000), {}, 413, "image_too_large"),
+    "300-frame GIF": (many_frames, {}, 200, None),
+    "truncated JPEG": (lambda: fixture_bytes("group.jpg")[:5000], {}, 400, "truncated_image"),
+    "JPEG header only": (lambda: fixture_bytes("group.jpg")[:200], {}, 400, None),
+    "noise 1500x1500": (
+        lambda: encode(
+            Image.fromarray(np.random.default_rng(1).integers(0, 255, (1500, 1500, 3), dtype=np.uint8)), "JPEG", quality=80
+        ),
+        {},
+        200,
+        None,
+    ),
+    "max_faces over the limit": (lambda: fixture_bytes("astronaut.jpg"), {"max_faces": 100}, 422, "validation_error"),
+    "text": (lambda: b"hello, world" * 10, {}, 415, "unsupported_image_type"),
+    # Counted as markers, not bytes: FF DA inside a comment is no scan (the photo is valid and has a face).
+    "JPEG whose comment holds 101 FF DA": (lambda: jpeg_with(comment(b"\xff\xda" * 101)), {}, 200, None),
+    "JPEG with 3 MB of fill bytes before EOI": (lambda: jpeg_with(before_end=b"\xff" * 3_000_000), {}, 400, "invalid_image"),
+    "JPEG with 800,000 empty APP segments": (lambda: jpeg_with(b"\xff\xe1\x00\x02" * 800_000), {}, 400, "invalid_image"),
+    "26 KB RLE8 BMP declaring 6324x6324": (bmp_rle8, {}, 415, "unsupported_image_type"),
+    "TIFF of 64x64 stored as one 32768x21840 tile": (tiff_one_huge_tile, {}, 400, "invalid_image"),
+    "PNG with 300,000 empty chunks": (lambda: png_with(_chunk(b"tEXt", b"") * 300_000), {}, 400, "invalid_image"),
+    "PNG with 3 MB of iCCP": (
+        lambda: png_with(_chunk(b"iCCP", b"x\x00\x00" + b"\x00" * 3_000_000)),
+        {},
+        400,
+        "invalid_image",
+    ),
+    "EPS": (lambda: b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 9000 9000\n" + b"0 0 moveto\n" * 100_000, {}, 415, None),
+    "SVG": (lambda: b'<svg xmlns="http://www.w3.org/2000/svg" width="9e9" height="9e9"/>', {}, 415, None),
+}
+
+
+def thin_png(height: int = 40_000_000) -> bytes:
+    """1 x height RGBA zeros: ~200 KB, but Pillow keeps a pointer per row of every copy it makes."""
+    packer = zlib.compressobj(9)
+    chunks = [packer.compress(b"\0" * 5 * 100_000) for _ in range(height // 100_000)]  # filter byte + RGBA
+    idat = b"".join(chunks) + packer.flush()
+    ihdr = struct.pack(">IIBBBBB", 1, height, 8, 6, 0, 0, 0)
+    return b"\x89PNG\r\n\x1a\n" + _chunk(b"IHDR", ihdr) + _chunk(b"IDAT", idat) + _chunk(b"IEND", b"")
+
+
+def progressive_jpeg_with_scans(extra_scans: int) -> bytes:
+    """A small progressive JPEG followed by many extra (tiny) scans: each one more pass over every block."""
+    base = encode(Image.new("L", (64, 64), 128), "JPEG", progressive=True)[:-2]
+    scan = b"\xff\xda" + struct.pack(">HB", 8, 1) + bytes([1, 0x00]) + bytes([1, 63, 0x00]) + b"\x00"
+    return base + scan * extra_scans + b"\xff\xd9"

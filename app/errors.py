@@ -33,6 +33,7 @@ STATUS: dict[ErrorCode, int] = {
     ErrorCode.UNSUPPORTED_IMAGE_TYPE: 415,
     ErrorCode.VALIDATION_ERROR: 422,
     ErrorCode.MIN_FACE_SIZE_UNSUPPORTED: 422,
+    ErrorCode.IMAGE_TOO_COSTLY: 422,
     ErrorCode.INFERENCE_FAILED: 500,
     ErrorCode.INTERNAL_ERROR: 500,
     ErrorCode.HTTP_ERROR: 400,

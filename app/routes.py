@@ -31,13 +31,14 @@ from app.schemas import (
 )
 from app.security import metrics_access, require_key
 from app.service import Service
-from app.uploads import read_upload
+from app.uploads import ENVELOPE_BYTES, check_upload_head, drain_upload, receive_upload
 from model.config import REFERENCE_INTERVALS
 from model.errors import ErrorCode, InputError
 from model.pipeline import ClientGone, PhotoResult, PipelineOptions
 
 router = APIRouter()
 log = logging.getLogger("daa.app")
+DRAIN_TIMEOUT_S = 5.0  # how long a refused upload is read before the connection closes anyway
 
 
 class DetectorChoice(str, Enum):
@@ -55,7 +56,10 @@ ERRORS: dict[int | str, dict[str, Any]] = {
         408: "the upload did not arrive in time",
         413: "upload or image too large",
         415: "not an image, or an unsupported format",
-        422: "missing file, invalid option, or a minimum face size the photo cannot be searched for",
+        422: (
+            "missing file, invalid option, a minimum face size the photo cannot be searched for, or a photo that "
+            "needs more CPU or memory to decode than one may (image_too_costly)"
+        ),
         500: "the model call failed",
         503: "overloaded or not ready; retry after Retry-After",
     }.items()
@@ -183,19 +187,33 @@ async def estimate_age(
         service.pipeline.check_options(options)  # before admission and before the upload is read
     except InputError as exc:
         raise APIError.from_input(exc) from exc
-    if not service.admission.try_enter():
-        raise overloaded(service, f"{service.admission.limit} requests in progress")
+    settings = service.settings
+    _, declared = check_upload_head(request, settings.max_upload_bytes)
+    # The body is held in memory from here until its photo is decoded: reserve what it says it is.
+    reserved = min(declared or settings.max_upload_bytes, settings.max_upload_bytes) + ENVELOPE_BYTES
+    if not service.uploads.try_reserve(reserved):
+        # Read what the client is sending before refusing it: closing on a body still in flight resets the
+        # connection, and the client would never read the 503.
+        await drain_upload(request, settings.max_upload_bytes + ENVELOPE_BYTES, DRAIN_TIMEOUT_S)
+        raise overloaded(service, f"{settings.max_upload_memory_mb} MiB of uploads in progress")
     try:
-        data = await read_upload(request, service.settings.max_upload_bytes, service.settings.body_timeout_s)
-        result = await service.pipeline.run_async(
-            data,
-            options,
-            service.executor,
-            service.batcher.submit,
-            still_wanted=lambda: _connected(request),
-            slots=service.prepare_slots,
-        )
-        del data
+        upload = await receive_upload(request, settings.max_upload_bytes, settings.body_timeout_s, settings.min_upload_rate)
+        # Admitted once the body is here: a client that trickles its body holds no admission slot meanwhile.
+        if not service.admission.try_enter():
+            raise overloaded(service, f"{service.admission.limit} requests in progress")
+        try:
+            result = await service.pipeline.run_async(
+                upload,
+                options,
+                service.executor,
+                service.batcher.submit,
+                still_wanted=lambda: _connected(request),
+                slots=service.prepare_slots,
+                prepare=service.prepare,
+            )
+        finally:
+            service.admission.leave()
+        del upload
         response = to_response(result, service, include_deltas, time.perf_counter() - t_start)
         service.telemetry.faces.inc(len(result.faces))
         service.telemetry.detect_seconds.observe(result.timing["detect"])
@@ -212,7 +230,7 @@ async def estimate_age(
         log.info("a client went away before its answer")
         return Response(status_code=499)
     finally:
-        service.admission.leave()
+        service.uploads.release(reserved)
 
 
 async def _connected(request: Request) -> bool:

@@ -1,17 +1,21 @@
-"""Everything the routes need, built once per worker process: the pipeline, the batcher, the admission count,
-the worker pool for the pipeline's CPU-bound front half, and telemetry."""
+"""Everything the routes need, built once per worker process: the pipeline, the batcher, the admission counts,
+the decode workers for the pipeline's CPU-bound front half, and telemetry."""
 
 from __future__ import annotations
 
 import asyncio
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
 from app.batching import MicroBatcher
+from app.front_workers import FrontSpec, FrontWorkers, run_front
 from app.settings import Settings
 from app.telemetry import Telemetry
-from model.pipeline import AgePipeline
+from app.uploads import Upload
+from model.options import PipelineOptions
+from model.pipeline import AgePipeline, Prepared
 
 
 @dataclass
@@ -33,18 +37,45 @@ class Admission:
 
 
 @dataclass
+class UploadMemory:
+    """Bytes of upload bodies this worker holds at once (received, or waiting to be decoded), as reserved from
+    their declared length; a body that does not fit is read, dropped and refused. Event loop only."""
+
+    limit: int
+    held: int = 0
+
+    def try_reserve(self, n: int) -> bool:
+        if self.held + n > self.limit:
+            return False
+        self.held += n
+        return True
+
+    def release(self, n: int) -> None:
+        self.held -= n
+
+
+@dataclass
 class Service:
     settings: Settings
     pipeline: AgePipeline
     batcher: MicroBatcher
     telemetry: Telemetry
-    executor: ThreadPoolExecutor  # the pipeline's decode/detect/crop, off the event loop
+    executor: ThreadPoolExecutor  # waits on the decode workers (or runs the front half), off the event loop
+    front: FrontWorkers | None = None  # None: DAA_DECODE_ISOLATION=false, the front half runs in the executor
     admission: Admission = field(init=False)
+    uploads: UploadMemory = field(init=False)
     prepare_slots: asyncio.Semaphore = field(init=False)
 
     def __post_init__(self) -> None:
         self.admission = Admission(self.settings.max_pending)
+        self.uploads = UploadMemory(self.settings.max_upload_memory_mb * 1024 * 1024)
         self.prepare_slots = asyncio.Semaphore(self.settings.prepare_threads)
+
+    def prepare(self, upload: Upload | bytes, options: PipelineOptions, cancel: threading.Event) -> Prepared:
+        """The upload's envelope, decode, detect and crop (options already checked), in a decode worker."""
+        if self.front is not None:
+            return self.front.prepare(upload, options, cancel)
+        return run_front(self.pipeline.front, upload, options)
 
     @classmethod
     def load(cls, settings: Settings, payload: dict[str, Any] | None = None, telemetry: Telemetry | None = None) -> Service:
@@ -78,12 +109,23 @@ class Service:
             settings.max_queue,
             on_batch=telemetry.on_batch,
         )
+        front = None
+        if settings.decode_isolation:
+            spec = FrontSpec(
+                settings.detector_settings(),
+                pipeline.estimator.crop_spec,
+                pipeline.limits,
+                runtime=run.runtime,
+                threads=run.threads,
+            )
+            front = FrontWorkers(spec, settings.prepare_threads, settings.worker_limits(), telemetry.on_worker_replaced)
         return cls(
             settings,
             pipeline,
             batcher,
             telemetry,
             ThreadPoolExecutor(max_workers=settings.prepare_threads, thread_name_prefix="daa-prepare"),
+            front,
         )
 
     async def start(self) -> None:
@@ -92,3 +134,5 @@ class Service:
     async def stop(self) -> None:
         await self.batcher.stop()
         self.executor.shutdown(wait=True, cancel_futures=True)
+        if self.front is not None:
+            await asyncio.to_thread(self.front.close)

@@ -11,11 +11,11 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from app.batching import MicroBatcher
 from model.detection import DetectorSettings
-from model.options import PipelineLimits, RuntimeOptions
+from model.options import PipelineLimits, RuntimeOptions, WorkerLimits
 
 # Every default below that the library also has is taken from the library's class (model/options.py,
 # model/detection.py, app/batching.py): the library's defaults are the service's. None of these import torch.
-_LIMITS, _RUNTIME, _DETECTOR = PipelineLimits(), RuntimeOptions(), DetectorSettings()
+_LIMITS, _RUNTIME, _DETECTOR, _WORKER = PipelineLimits(), RuntimeOptions(), DetectorSettings(), WorkerLimits()
 _BATCHER = MicroBatcher.DEFAULTS
 
 # The bundled model as one ONNX graph: served by ONNX Runtime without torch. The same network's torch checkpoint
@@ -64,8 +64,25 @@ class Settings(BaseSettings):
 
     # Processes and admission
     workers: int = Field(1, ge=1, le=64, description="server processes, each with its own model and batcher")
-    prepare_threads: int = Field(1, ge=1, le=64, description="decode/detect threads per worker")
+    prepare_threads: int = Field(
+        1, ge=1, le=64, description="photos decoded and searched at once per worker (each in its decode process)"
+    )
     max_pending: int = Field(32, ge=1, description="requests admitted per worker at once (decode to answer); more get 503")
+    decode_isolation: bool = Field(
+        True,
+        description=(
+            "decode, detect and crop in worker processes that the kernel stops at DAA_DECODE_CPU_S / "
+            "DAA_DECODE_MEMORY_MB (false: in threads of the server, bounded only by the format checks)"
+        ),
+    )
+    decode_cpu_s: float = Field(
+        _WORKER.cpu_s, gt=0, le=120, description="CPU seconds one photo may take to decode and search"
+    )
+    decode_memory_mb: int = Field(
+        _WORKER.memory_bytes // (1024 * 1024),
+        ge=64,
+        description="memory one photo may take to decode and search, beyond the decode process's own",
+    )
 
     # Batching across requests
     max_batch_size: int = Field(_BATCHER["max_batch"], ge=1, le=1024, description="faces per model call")
@@ -113,6 +130,12 @@ class Settings(BaseSettings):
     log_level: Literal["critical", "error", "warning", "info", "debug"] = "info"
     header_timeout_s: float = Field(10.0, gt=0, description="a connection must send its request head within this")
     body_timeout_s: float = Field(30.0, gt=0, description="an upload must arrive within this")
+    min_upload_rate: float = Field(
+        16384.0, ge=0, description="bytes/s an upload must average after its first 2 s (0: no floor); slower: 408"
+    )
+    max_upload_memory_mb: int = Field(
+        256, ge=1, description="upload bodies held at once per worker; a new one beyond it is read, dropped and 503"
+    )
     keepalive_timeout_s: int = Field(5, ge=1, description="idle keep-alive connections close after this")
     max_connections: int = Field(
         4096, ge=8, description="open connections per worker; more get 503 (idle ones close after the head timeout)"
@@ -166,6 +189,9 @@ class Settings(BaseSettings):
         return PipelineLimits(
             max_image_pixels=self.max_image_pixels, max_faces=self.max_faces, min_face_size=self.min_face_size
         )
+
+    def worker_limits(self) -> WorkerLimits:
+        return WorkerLimits(cpu_s=self.decode_cpu_s, memory_bytes=self.decode_memory_mb * 1024 * 1024)
 
     def runtime_options(self) -> RuntimeOptions:
         return RuntimeOptions(device=self.device, runtime=self.runtime, flip_tta=self.flip_tta, threads=self.threads)

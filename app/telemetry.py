@@ -19,7 +19,16 @@ class Telemetry:
         self.model_seconds = Histogram("daa_model_call_seconds", "model call latency", registry=self.registry)
         self.detect_seconds = Histogram("daa_detect_seconds", "face detection latency per image", registry=self.registry)
         self.queue_faces = Gauge("daa_queue_faces", "faces waiting for the model", registry=self.registry)
+        self.decode_workers_replaced = Counter(
+            "daa_decode_workers_replaced_total",
+            "decode worker processes stopped and replaced, by reason: cpu, memory, wall, client_gone, crashed",
+            ["reason"],
+            registry=self.registry,
+        )
         self.requests_active = Gauge("daa_requests_active", "POST /estimate requests being served", registry=self.registry)
+
+    def on_worker_replaced(self, reason: str) -> None:
+        self.decode_workers_replaced.labels(reason).inc()
 
     def on_batch(self, faces: int, seconds: float) -> None:
         self.batch_size.observe(faces)

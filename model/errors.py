@@ -15,6 +15,7 @@ class ErrorCode(str, Enum):
     UNSUPPORTED_IMAGE_TYPE = "unsupported_image_type"
     FILE_TOO_LARGE = "file_too_large"
     IMAGE_TOO_LARGE = "image_too_large"
+    IMAGE_TOO_COSTLY = "image_too_costly"  # decoding and searching it took more CPU or memory than a photo may
     # The request
     VALIDATION_ERROR = "validation_error"
     MALFORMED_BODY = "malformed_body"

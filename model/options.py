@@ -30,6 +30,20 @@ class PipelineLimits:
 
 
 @dataclass(frozen=True)
+class WorkerLimits:
+    """What a photo may cost where the server decodes it in a worker process (``app/front_workers.py``): CPU
+    seconds, bytes of memory beyond the worker's idle size, and a wall-clock backstop for a worker that waits."""
+
+    cpu_s: float = 2.0
+    memory_bytes: int = 1024 * 1024 * 1024
+    wall_factor: float = 5.0  # the backstop is this many times cpu_s (only a wait, never CPU, can reach it)
+
+    @property
+    def wall_s(self) -> float:
+        return max(self.cpu_s * self.wall_factor, 5.0)
+
+
+@dataclass(frozen=True)
 class RuntimeOptions:
     """How the model runs. ``runtime``: ``auto`` (ONNX Runtime on CPU, torch on CUDA), ``torch`` or ``onnxruntime``.
     ``flip_tta``: also estimate each face's mirror image and pool both (twice the encoder work)."""

@@ -11,6 +11,7 @@ stages that stops work for a client that has gone away.
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
@@ -24,7 +25,7 @@ from model.config import REFERENCE_INTERVALS
 from model.detection import Detector, DetectorSettings, FaceDetection, create_detector
 from model.detectors.whole import WholeImage
 from model.errors import CheckpointError, ErrorCode, InputError
-from model.faces import crop_face
+from model.faces import CropSpec, crop_face
 from model.imaging import decode_image
 from model.options import PipelineLimits, PipelineOptions, RuntimeOptions
 from model.results import FaceResult
@@ -74,6 +75,8 @@ class PhotoResult:
 
 EstimateFn = Callable[[np.ndarray, int], Awaitable[Sequence[FaceResult]]]
 StillWanted = Callable[[], Awaitable[bool]]
+PrepareFn = Callable[[Any, PipelineOptions, threading.Event], Prepared]
+CLIENT_CHECK_S = 0.25  # while a photo is decoded, how often the server asks whether its client is still there
 
 
 def read_model(path: str | Path) -> dict[str, Any] | None:
@@ -121,6 +124,54 @@ def load_estimator(
     return Estimator(checkpoint, device, flip_tta, runtime, payload=payload, threads=threads)
 
 
+class FrontHalf:
+    """Decode, detect and crop: the pipeline's CPU-bound first half. It needs no model, only the detector, the
+    crop the model was trained on and the limits, so a server can run it in a worker process of its own with
+    hard CPU and memory limits (``app/front_workers.py``)."""
+
+    def __init__(self, detector: Detector, crop_spec: CropSpec, limits: PipelineLimits | None = None) -> None:
+        self.detector = detector
+        self.crop_spec = crop_spec
+        self.limits = limits or PipelineLimits()
+        self.whole_image: Detector = WholeImage()  # the per-request ``detector="none"``
+
+    def detector_for(self, options: PipelineOptions) -> Detector:
+        return self.whole_image if options.detector == "none" else self.detector
+
+    def prepare(self, data: bytes, options: PipelineOptions) -> Prepared:
+        """One photo's bytes to its faces and crops (options as checked by :meth:`AgePipeline.check_options`)."""
+        t0 = time.perf_counter()
+        decoded = decode_image(data, self.limits.max_image_pixels)
+        image = decoded.image
+        t1 = time.perf_counter()
+        detector = self.detector_for(options)
+        smallest = detector.smallest_face(image.width, image.height)
+        if options.min_face_size is not None and options.min_face_size < smallest:
+            raise InputError(
+                ErrorCode.MIN_FACE_SIZE_UNSUPPORTED,
+                f"faces of {options.min_face_size} px cannot be searched for in a {image.width}x{image.height} photo "
+                f"within this service's detection budget; the smallest is {int(np.ceil(smallest))} px: ask for "
+                "that or more, or send a smaller photo",
+                {
+                    "min_face_size": options.min_face_size,
+                    "smallest_possible": int(np.ceil(smallest)),
+                    "width": image.width,
+                    "height": image.height,
+                },
+            )
+        wanted = max(options.min_face_size or self.limits.min_face_size, smallest)
+        faces = detector.detect(image, int(np.ceil(wanted)))
+        faces = faces[: min(options.max_faces or self.limits.max_faces, self.limits.max_faces)]
+        spec = self.crop_spec
+        crops = (
+            np.stack([crop_face(image, f, spec) for f in faces])
+            if faces
+            else np.zeros((0, spec.size, spec.size, 3), np.uint8)
+        )
+        t2 = time.perf_counter()
+        return Prepared(image.width, image.height, decoded.format, faces, crops, float(wanted), t1 - t0, t2 - t1)
+
+
 class AgePipeline:
     def __init__(
         self, estimator: Estimator | OnnxEstimator, detector: Detector, limits: PipelineLimits | None = None
@@ -128,7 +179,7 @@ class AgePipeline:
         self.estimator = estimator
         self.detector = detector
         self.limits = limits or PipelineLimits()
-        self.whole_image: Detector = WholeImage()  # the per-request ``detector="none"``
+        self.front = FrontHalf(detector, estimator.crop_spec, self.limits)
 
     @classmethod
     def load(
@@ -168,41 +219,12 @@ class AgePipeline:
             )
 
     def detector_for(self, options: PipelineOptions) -> Detector:
-        return self.whole_image if options.detector == "none" else self.detector
+        return self.front.detector_for(options)
 
     def prepare(self, data: bytes, options: PipelineOptions) -> Prepared:
         """Decode, detect and crop: the CPU-bound front half, bounded in cost for any input."""
         self.check_options(options)
-        t0 = time.perf_counter()
-        decoded = decode_image(data, self.limits.max_image_pixels)
-        image = decoded.image
-        t1 = time.perf_counter()
-        detector = self.detector_for(options)
-        smallest = detector.smallest_face(image.width, image.height)
-        if options.min_face_size is not None and options.min_face_size < smallest:
-            raise InputError(
-                ErrorCode.MIN_FACE_SIZE_UNSUPPORTED,
-                f"faces of {options.min_face_size} px cannot be searched for in a {image.width}x{image.height} photo "
-                f"within this service's detection budget; the smallest is {int(np.ceil(smallest))} px: ask for "
-                "that or more, or send a smaller photo",
-                {
-                    "min_face_size": options.min_face_size,
-                    "smallest_possible": int(np.ceil(smallest)),
-                    "width": image.width,
-                    "height": image.height,
-                },
-            )
-        wanted = max(options.min_face_size or self.limits.min_face_size, smallest)
-        faces = detector.detect(image, int(np.ceil(wanted)))
-        faces = faces[: min(options.max_faces or self.limits.max_faces, self.limits.max_faces)]
-        spec = self.estimator.crop_spec
-        crops = (
-            np.stack([crop_face(image, f, spec) for f in faces])
-            if faces
-            else np.zeros((0, spec.size, spec.size, 3), np.uint8)
-        )
-        t2 = time.perf_counter()
-        return Prepared(image.width, image.height, decoded.format, faces, crops, float(wanted), t1 - t0, t2 - t1)
+        return self.front.prepare(data, options)
 
     def estimate(self, crops: np.ndarray, interval: int) -> list[FaceResult]:
         return self.estimator.estimate(crops, interval) if len(crops) else []
@@ -259,32 +281,51 @@ class AgePipeline:
 
     async def run_async(
         self,
-        data: bytes,
+        data: Any,
         options: PipelineOptions,
         executor: Executor,
         estimate: EstimateFn,
         still_wanted: StillWanted | None = None,
         slots: asyncio.Semaphore | None = None,
+        prepare: PrepareFn | None = None,
     ) -> PhotoResult:
         """One photo for a server: the front half on ``executor``, the model through ``estimate`` (a batcher
         that gathers faces across requests), and ``still_wanted`` asked at each stage boundary.
 
-        ``slots`` (as many as the executor has threads): photos wait for a free thread here, in the event loop,
-        rather than in the executor's queue, so one whose client has gone away is dropped before its front half
-        runs, not after."""
+        ``prepare(data, options, cancel)``: the front half (default: :meth:`prepare` on ``data``, the photo's
+        bytes); a server passes one that runs it in a worker process and stops it when ``cancel`` is set, which
+        happens here as soon as ``still_wanted`` says no while it runs. ``slots`` (as many as the executor has
+        threads): photos wait for a free thread here, in the event loop, rather than in the executor's queue, so
+        one whose client has gone away is dropped before its front half runs, not after."""
 
         async def wanted_or_stop(stage: str) -> None:
             if still_wanted is not None and not await still_wanted():
                 raise ClientGone(f"the client went away before {stage}")
 
+        front = prepare or (lambda d, o, _cancel: self.prepare(d, o))
         loop = asyncio.get_running_loop()
+        cancel = threading.Event()
+
+        async def front_half() -> Prepared:
+            job = loop.run_in_executor(executor, front, data, options, cancel)
+            if still_wanted is None:
+                return await job
+            while True:
+                done, _ = await asyncio.wait({job}, timeout=CLIENT_CHECK_S)
+                if done:
+                    return job.result()
+                if not await still_wanted():
+                    cancel.set()  # the worker is stopped; the job ends with ClientGone (or its answer)
+                    await asyncio.wait({job})
+                    job.result()
+                    raise ClientGone("the client went away while its photo was decoded")
+
         if slots is None:
-            prepared = await loop.run_in_executor(executor, self.prepare, data, options)
+            prepared = await front_half()
         else:
             async with slots:
                 await wanted_or_stop("decoding")
-                prepared = await loop.run_in_executor(executor, self.prepare, data, options)
-        del data
+                prepared = await front_half()
         await wanted_or_stop("its faces reached the model")
         t0 = time.perf_counter()
         results = await estimate(prepared.crops, options.interval) if len(prepared.crops) else []

@@ -51,7 +51,7 @@ def test_every_answer_is_counted_by_its_own_status(client, monkeypatch):
     def no_memory(*_, **__):
         raise MemoryError
 
-    monkeypatch.setattr(client.app.state.service.pipeline, "prepare", no_memory)
+    monkeypatch.setattr(client.app.state.service, "prepare", no_memory)
     assert post_image(client, fixture_bytes("astronaut.jpg")).json()["code"] == "out_of_memory"
     monkeypatch.undo()
     service, client.app.state.service = client.app.state.service, None

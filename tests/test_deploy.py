@@ -19,7 +19,14 @@ README = (ROOT / "README.md").read_text()
 
 
 def dockerfile_cmd() -> list[str]:
-    return json.loads(re.search(r"^CMD (\[.*\])$", DOCKERFILE, re.M).group(1))
+    """The images' start command (every final stage has the same one)."""
+    (cmd,) = {line for line in re.findall(r"^CMD (\[.*\])$", DOCKERFILE, re.M)}
+    return json.loads(cmd)
+
+
+def dockerfile_stage(name: str) -> str:
+    """One build stage's text, from its FROM line to the next."""
+    return re.search(rf"^FROM \S+ AS {name}\n(.*?)(?=^FROM |\Z)", DOCKERFILE, re.M | re.S).group(0)
 
 
 def test_image_start_command_is_the_readme_command():
@@ -31,13 +38,21 @@ def test_image_start_command_is_the_readme_command():
 
 
 def test_image_installs_this_checkout_with_pip_and_checks_ready():
-    # The project's own pyproject, held to the lock (no second list of packages).
-    assert re.search(r'^RUN pip install -c requirements/lock.txt "\.\[torch\]" ', DOCKERFILE, re.M)
-    assert "COPY requirements/lock.txt" in DOCKERFILE and "ARG PIP_FIND_LINKS" in DOCKERFILE
-    assert "ENV PIP_FIND_LINKS" not in DOCKERFILE
-    assert re.search(r"^HEALTHCHECK .*\n.*/ready", DOCKERFILE, re.M)
-    assert re.search(r"^USER daa$", DOCKERFILE, re.M)  # not root
-    assert "ARG BASE_IMAGE" in DOCKERFILE and "ARG TORCH_INDEX_URL" in DOCKERFILE
+    # The project's own pyproject, held to the lock (no second list of packages): the CPU image without extras
+    # (no torch; the build fails if anything pulls it in), the GPU image with [torch].
+    cpu, gpu = dockerfile_stage("build-cpu"), dockerfile_stage("build-gpu")
+    assert "pip install -c /tmp/src/requirements/lock.txt /tmp/src " in cpu and "find_spec('torch') is None" in cpu
+    assert 'pip install -c /tmp/src/requirements/lock.txt "/tmp/src[torch]"' in gpu and "ARG TORCH_INDEX_URL" in gpu
+    assert "ARG PIP_FIND_LINKS" in cpu and "ENV PIP_FIND_LINKS" not in DOCKERFILE
+    for target, model in (("cpu", ".onnx"), ("gpu", ".pt")):
+        final = dockerfile_stage(target)
+        assert re.search(r"^HEALTHCHECK .*\n.*/ready", final, re.M)
+        assert re.search(r"^USER daa$", final, re.M)  # not root
+        # Only the builder's venv reaches the image, and it serves the bundled model of its runtime.
+        assert f"COPY --from=build-{target} /opt/daa /opt/daa" in final
+        assert re.search(rf"^ENV DAA_CHECKPOINT=/opt/daa/share/daa-age/models/daa-\S+{re.escape(model)}$", final, re.M)
+    assert DOCKERFILE.rstrip().split("\n\n")[-1].startswith("FROM base AS cpu")  # the default target
+    assert "ARG BASE_IMAGE" in DOCKERFILE
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {"tests", "data", "cache", "runs", ".git"} <= set(ignored)
     # README's test command is the script, and CI runs that same script (with the checks) in a fresh venv.
@@ -55,6 +70,9 @@ def test_compose_file():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
     daa, gpu = compose["services"]["daa"], compose["services"]["daa-gpu"]
     assert daa["build"]["dockerfile"] == "docker/Dockerfile" and daa["ports"] == ["${DAA_PUBLISH_PORT:-8000}:8000"]
+    assert (daa["build"]["target"], gpu["build"]["target"]) == ("cpu", "gpu")
+    # Each service serves the model its image can run: ONNX without torch, the .pt with it.
+    assert daa["environment"]["DAA_CHECKPOINT"].endswith(".onnx}") and gpu["environment"]["DAA_CHECKPOINT"].endswith(".pt}")
     test = daa["healthcheck"]["test"]
     # One CMD-SHELL string: podman 4.3 splits an exec-form test on spaces, which could never pass.
     assert test[0] == "CMD-SHELL" and len(test) == 2 and "/ready" in test[1]

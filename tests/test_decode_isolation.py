@@ -1,0 +1,200 @@
+"""The bounds that hold for files nobody has thought of: each photo is decoded in a worker process that the
+kernel stops at its CPU and memory limits, a client that hangs up stops its decode, a body that trickles holds no
+admission slot, and uploads beyond the memory budget get a 503 the client can read. Real server, real decodes."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import httpx
+import numpy as np
+import pytest
+from PIL import Image
+
+from testkit import fixture_bytes, process_tree, running_service
+
+pytestmark = pytest.mark.slow
+
+
+def gradient_jpeg(side: int = 6000) -> bytes:
+    """A valid 6000x6000 JPEG of under 1 MB whose decode takes most of a second of CPU here."""
+    ramp = np.linspace(0, 255, side, dtype=np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(np.stack([np.tile(ramp, (side, 1))] * 3, -1)).save(buf, "JPEG", quality=90)
+    return buf.getvalue()
+
+
+def blank_png(side: int) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (side, side), (80, 80, 80)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+def post(base: str, data: bytes, timeout: float = 60) -> httpx.Response:
+    return httpx.post(base + "/estimate", files={"file": ("x", data, "application/octet-stream")}, timeout=timeout)
+
+
+def replaced(base: str) -> dict[str, float]:
+    prefix = "daa_decode_workers_replaced_total{"
+    lines = httpx.get(base + "/metrics").text.splitlines()
+    return {line.split('"')[1]: float(line.split()[-1]) for line in lines if line.startswith(prefix)}
+
+
+def wait_for(check, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def assert_still_serves(base: str) -> None:
+    r = post(base, fixture_bytes("astronaut.jpg"))
+    assert r.status_code == 200 and len(r.json()["faces"]) == 1, r.text[:300]
+
+
+def raw(base: str) -> socket.socket:
+    host, port = base.removeprefix("http://").split(":")
+    return socket.create_connection((host, int(port)), timeout=30)
+
+
+def multipart_request(data: bytes, boundary: str = "b0undary") -> tuple[bytes, bytes]:
+    """(request head, body) of a POST /estimate carrying ``data`` as its file part."""
+    body = (
+        f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="x.jpg"\r\n\r\n'.encode()
+        + data
+        + f"\r\n--{boundary}--\r\n".encode()
+    )
+    head = (
+        f"POST /estimate HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n"
+        f"Content-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    return head, body
+
+
+@pytest.fixture(scope="module")
+def tight() -> Iterator[tuple[str, int]]:
+    """A server whose photos may use 0.3 s of CPU, with two admission slots and a 3 MiB upload budget."""
+    env = {
+        "DAA_DECODE_CPU_S": "0.3",
+        "DAA_MAX_PENDING": "2",
+        "DAA_MAX_UPLOAD_MEMORY_MB": "3",
+        "DAA_MIN_UPLOAD_RATE": "4096",
+        "DAA_BODY_TIMEOUT_S": "20",
+    }
+    with running_service(env) as (base, proc):
+        yield base, proc.pid
+
+
+def test_a_photo_over_its_cpu_budget_is_stopped_by_the_kernel(tight):
+    base, _ = tight
+    before = replaced(base).get("cpu", 0)
+    t0 = time.monotonic()
+    r = post(base, gradient_jpeg())
+    assert (r.status_code, r.json()["code"]) == (422, "image_too_costly"), r.text[:300]
+    assert r.json()["detail"] == {"cpu_s": 0.3}
+    assert time.monotonic() - t0 < 5
+    assert replaced(base).get("cpu", 0) == before + 1
+    assert_still_serves(base)  # the next photo gets a fresh worker
+
+
+def test_a_photo_over_its_memory_budget_fails_its_allocation():
+    with running_service({"DAA_DECODE_MEMORY_MB": "100", "DAA_DECODE_CPU_S": "30"}) as (base, _):
+        r = post(base, blank_png(6000))  # 108 MB of pixels once decoded, in a small file
+        assert (r.status_code, r.json()["code"]) == (422, "image_too_costly"), r.text[:300]
+        assert r.json()["detail"] == {"memory_mb": 100}
+        assert replaced(base).get("memory", 0) == 1
+        assert_still_serves(base)
+        assert post(base, blank_png(2000)).status_code == 200  # 12 MB of pixels: within the budget
+
+
+def own_cpu_s(pid: int) -> float:
+    """CPU seconds of the process itself (utime + stime), not of its children."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def test_the_server_process_never_decodes(tight):
+    base, pid = tight
+    assert [c for c in process_tree(pid) if c != pid], "no decode worker process"
+    before = own_cpu_s(pid)
+    r = post(base, gradient_jpeg())  # its worker burns its 0.3 s of CPU and is stopped
+    assert r.status_code == 422
+    assert own_cpu_s(pid) - before < 0.25  # the server only received the upload and relayed the answer
+
+
+def test_trickling_bodies_hold_no_admission_slot(tight):
+    base, _ = tight
+    head, body = multipart_request(fixture_bytes("astronaut.jpg"))
+    sockets = [raw(base) for _ in range(6)]  # three times the admission slots
+    try:
+        for s in sockets:
+            s.sendall(head + body[:100])
+        stop = threading.Event()
+
+        def trickle() -> None:
+            i = 100
+            while not stop.is_set() and i < len(body):
+                for s in sockets:
+                    try:
+                        s.sendall(body[i : i + 1])
+                    except OSError:
+                        pass
+                i += 1
+                time.sleep(0.5)
+
+        sender = threading.Thread(target=trickle)
+        sender.start()
+        try:
+            t0 = time.monotonic()
+            assert_still_serves(base)  # served while six bodies trickle in
+            assert time.monotonic() - t0 < 5
+            # Under 4096 bytes/s after the 2 s grace: each trickler is answered 408 and closed.
+            for s in sockets:
+                s.settimeout(10)
+                assert s.recv(12).startswith(b"HTTP/1.1 408")
+        finally:
+            stop.set()
+            sender.join(10)
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def test_an_upload_beyond_the_memory_budget_reads_a_503_not_a_reset(tight):
+    base, _ = tight
+    head, body = multipart_request(b"\xff\xd8" + b"\x00" * (4 * 1024 * 1024))  # more than the 3 MiB budget
+    with raw(base) as s:
+        s.sendall(head + body)  # the server reads it all before answering: no EPIPE, no reset
+        answer = b""
+        while b"\r\n\r\n" not in answer or len(answer.split(b"\r\n\r\n", 1)[1]) < 10:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            answer += chunk
+    status_line, rest = answer.split(b"\r\n", 1)
+    assert status_line.startswith(b"HTTP/1.1 503"), answer[:200]
+    assert b"retry-after" in rest.lower()
+    assert json.loads(rest.split(b"\r\n\r\n", 1)[1])["code"] == "overloaded"
+    assert_still_serves(base)
+
+
+def test_a_client_that_hangs_up_stops_its_decode():
+    with running_service({"DAA_DECODE_CPU_S": "30"}) as (base, _):
+        before = replaced(base).get("client_gone", 0)
+        data = gradient_jpeg()
+        for _ in range(3):
+            try:
+                post(base, data, timeout=0.3)
+            except httpx.TimeoutException:
+                pass
+        assert wait_for(lambda: replaced(base).get("client_gone", 0) > before)
+        assert_still_serves(base)
