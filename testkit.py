@@ -4,6 +4,7 @@ client, and the one way to start the real service (``python -m app``) on a free 
 from __future__ import annotations
 
 import contextlib
+import fractions
 import io
 import os
 import socket
@@ -12,7 +13,7 @@ import subprocess
 import sys
 import time
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -290,3 +291,75 @@ def progressive_jpeg_with_scans(extra_scans: int) -> bytes:
     base = encode(Image.new("L", (64, 64), 128), "JPEG", progressive=True)[:-2]
     scan = b"\xff\xda" + struct.pack(">HB", 8, 1) + bytes([1, 0x00]) + bytes([1, 63, 0x00]) + b"\x00"
     return base + scan * extra_scans + b"\xff\xd9"
+
+
+# Video clips made from photos (tests/test_video.py, benchmarks/video_bench.py): nothing committed, nothing fetched.
+
+
+def encode_clip(
+    frames: Iterable[Image.Image], fps: float = 30, codec: str = "libx264", fmt: str = "mp4", **opts: Any
+) -> bytes:
+    """Frames (RGB images of one size) as a clip in memory, with PyAV."""
+    import av
+
+    buf = io.BytesIO()
+    with av.open(buf, "w", format=fmt) as out:
+        stream = None
+        for i, image in enumerate(frames):
+            if stream is None:
+                stream = out.add_stream(codec, rate=fractions.Fraction(fps).limit_denominator(1000), options=opts)
+                stream.width, stream.height = image.size
+                stream.pix_fmt = "rgb8" if codec == "gif" else "yuv420p"
+            frame = av.VideoFrame.from_image(image)
+            frame.pts = i
+            out.mux(stream.encode(frame))
+        if stream is not None:
+            out.mux(stream.encode())
+    return buf.getvalue()
+
+
+def moving_faces(
+    faces: list[Image.Image],
+    size: tuple[int, int] = (640, 480),
+    seconds: float = 3.0,
+    fps: float = 30,
+    face_side: int = 160,
+    crossing: bool = False,
+) -> Iterator[Image.Image]:
+    """Frames of ``faces`` pasted on a grey background, each moving along its own line (across each other when
+    ``crossing``), slowly scaling and brightening."""
+    w, h = size
+    n = len(faces)
+    steps = int(seconds * fps)
+    for i in range(steps):
+        k = i / max(steps - 1, 1)
+        canvas = Image.new("RGB", size, (70, 72, 75))
+        for j, face in enumerate(faces):
+            side = int(face_side * (0.9 + 0.2 * k))
+            lane = (j + 0.5) / n
+            if crossing:
+                x = (lane + (1 - 2 * lane) * k) * (w - side)
+            else:
+                x = lane * (w - side) + 20 * np.sin(2 * np.pi * k)
+            y = (h - side) / 2 + (j - (n - 1) / 2) * side * 0.15
+            shade = 0.85 + 0.3 * k
+            tile = face.resize((side, side)).point(lambda v, s=shade: min(255, int(v * s)))
+            canvas.paste(tile, (int(x), int(y)))
+        yield canvas
+
+
+FIXTURE_FACE_BOXES = {  # what the default detector finds in the fixture photos (x1, y1, x2, y2)
+    "astronaut.jpg": [(113, 40, 168, 109)],
+    "group.jpg": [(77, 136, 168, 246), (283, 167, 351, 249)],
+}
+
+
+def fixture_faces(margin: float = 1.8) -> list[Image.Image]:
+    """Square chips around the faces of the fixture photos: the astronaut and two of the group."""
+    chips = []
+    for name, boxes in FIXTURE_FACE_BOXES.items():
+        photo = Image.open(FIXTURES / name).convert("RGB")
+        for x1, y1, x2, y2 in boxes:
+            cx, cy, side = (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1) * margin
+            chips.append(photo.crop((int(cx - side / 2), int(cy - side / 2), int(cx + side / 2), int(cy + side / 2))))
+    return chips

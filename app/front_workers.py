@@ -33,7 +33,8 @@ from model.config import CropSpec
 from model.detection import DetectorSettings, create_detector
 from model.errors import ErrorCode, InputError
 from model.options import PipelineLimits, PipelineOptions, WorkerLimits
-from model.pipeline import ClientGone, FrontHalf, Prepared
+from model.pipeline import ClientGone, FrontHalf, Prepared, PreparedVideo
+from model.video import VideoLimits
 
 log = logging.getLogger("daa.app")
 START_TIMEOUT_S = 60.0
@@ -60,6 +61,14 @@ def run_front(front: FrontHalf, upload: Upload | bytes, options: PipelineOptions
     and what the server runs in a thread when isolation is off."""
     data = parse_upload(upload) if isinstance(upload, Upload) else upload
     return front.prepare(data, options)
+
+
+def run_front_video(
+    front: FrontHalf, upload: Upload | bytes, options: PipelineOptions, fps: float, limits: VideoLimits
+) -> PreparedVideo:
+    """The same for a clip: its sampled frames' faces and crops."""
+    data = parse_upload(upload) if isinstance(upload, Upload) else upload
+    return front.prepare_video(data, options, fps, limits)
 
 
 def _vm_size() -> int:
@@ -89,12 +98,15 @@ def _serve(conn: Connection, spec: FrontSpec, memory_bytes: int) -> None:
             return
         if message is None:
             return
-        upload, options, cpu_s = message
+        kind, upload, options, extra, cpu_s = message
         reply: tuple[Any, ...]
         # SIGPROF's default action ends the process: the kernel enforces the budget even inside C code.
         signal.setitimer(signal.ITIMER_PROF, cpu_s)
         try:
-            reply = ("ok", run_front(front, upload, options))
+            if kind == "video":
+                reply = ("ok", run_front_video(front, upload, options, *extra))
+            else:
+                reply = ("ok", run_front(front, upload, options))
         except InputError as exc:
             reply = ("input", exc.code.value, exc.message, exc.detail)
         except MemoryError:
@@ -169,7 +181,9 @@ class _Stopped(Exception):
 
 
 def too_costly(what: str, detail: dict[str, Any]) -> InputError:
-    return InputError(ErrorCode.IMAGE_TOO_COSTLY, f"the photo needed more than {what} to decode and search", detail)
+    return InputError(
+        ErrorCode.IMAGE_TOO_COSTLY, f"the upload needed more than {what} to decode and search for faces", detail
+    )
 
 
 class FrontWorkers:
@@ -202,10 +216,20 @@ class FrontWorkers:
         return [w.pid for w in list(self._idle.queue)]
 
     def prepare(self, upload: Upload | bytes, options: PipelineOptions, cancel: threading.Event) -> Prepared:
+        prepared: Prepared = self._run(("photo", upload, options, ()), self.limits.cpu_s, cancel)
+        return prepared
+
+    def prepare_video(
+        self, upload: Upload | bytes, options: PipelineOptions, fps: float, limits: VideoLimits, cancel: threading.Event
+    ) -> PreparedVideo:
+        prepared: PreparedVideo = self._run(("video", upload, options, (fps, limits)), self.limits.video_cpu_s, cancel)
+        return prepared
+
+    def _run(self, job: tuple[Any, ...], cpu_s: float, cancel: threading.Event) -> Any:
         worker = self._idle.get()
         reason: str | None = None
         try:
-            reply = self._ask(worker, upload, options, cancel)
+            reply = self._ask(worker, job, cpu_s, cancel)
             if reply[0] == "memory":
                 reason = "memory"
         except _Stopped as stopped:
@@ -218,17 +242,15 @@ class FrontWorkers:
                 self._replace(worker, reason)
         return self._answer(reply)
 
-    def _ask(
-        self, worker: FrontWorker, upload: Upload | bytes, options: PipelineOptions, cancel: threading.Event
-    ) -> tuple[Any, ...]:
-        limits = self.limits
-        worker.conn.send((upload, options, limits.cpu_s))
-        deadline = time.monotonic() + limits.wall_s
+    def _ask(self, worker: FrontWorker, job: tuple[Any, ...], cpu_s: float, cancel: threading.Event) -> tuple[Any, ...]:
+        wall_s = max(cpu_s * self.limits.wall_factor, 5.0)
+        worker.conn.send((*job, cpu_s))
+        deadline = time.monotonic() + wall_s
         while not worker.conn.poll(0.05):
             if cancel.is_set():
-                raise _Stopped("client_gone", ClientGone("the client went away while its photo was decoded"))
+                raise _Stopped("client_gone", ClientGone("the client went away while its upload was decoded"))
             if time.monotonic() > deadline:
-                raise _Stopped("wall", too_costly(f"{limits.wall_s:g} s", {"wall_s": limits.wall_s}))
+                raise _Stopped("wall", too_costly(f"{wall_s:g} s", {"wall_s": wall_s}))
         try:
             reply: tuple[Any, ...] = worker.conn.recv()
             return reply
@@ -238,7 +260,7 @@ class FrontWorkers:
             except subprocess.TimeoutExpired:
                 code = None
             if code == -signal.SIGPROF:
-                raise _Stopped("cpu", too_costly(f"{limits.cpu_s:g} s of CPU", {"cpu_s": limits.cpu_s})) from None
+                raise _Stopped("cpu", too_costly(f"{cpu_s:g} s of CPU", {"cpu_s": cpu_s})) from None
             if code == -signal.SIGKILL:  # the kernel's out-of-memory killer
                 raise _Stopped("memory", self._memory()) from None
             error = InputError(ErrorCode.INTERNAL_ERROR, "the decode worker stopped", {"exit_code": code})
@@ -248,11 +270,10 @@ class FrontWorkers:
         mb = self.limits.memory_bytes // (1024 * 1024)
         return too_costly(f"{mb} MiB of memory", {"memory_mb": mb})
 
-    def _answer(self, reply: tuple[Any, ...]) -> Prepared:
+    def _answer(self, reply: tuple[Any, ...]) -> Any:
         kind = reply[0]
         if kind == "ok":
-            prepared: Prepared = reply[1]
-            return prepared
+            return reply[1]
         if kind == "input":
             raise InputError(ErrorCode(reply[1]), reply[2], reply[3])
         if kind == "memory":

@@ -11,11 +11,12 @@ from typing import Any
 from fastapi import FastAPI
 
 from app.errors import install_error_handlers
-from app.routes import UPLOAD_SCHEMA, UPLOAD_SCHEMA_NAME, router
+from app.routes import UPLOAD_SCHEMAS, router
 from app.security import APIKeys, RefusingCORSMiddleware
 from app.service import Service
 from app.settings import Settings
 from app.telemetry import CountAnswers, Telemetry
+from app.video_routes import router as video_router
 from model.pipeline import read_model
 
 
@@ -84,7 +85,7 @@ def create_app(
     app.state.telemetry = telemetry
     app.state.api_keys = APIKeys(settings.keys())
     install_error_handlers(app, settings.retry_after_s)
-    app.add_middleware(CountAnswers, telemetry=telemetry, path="/estimate")
+    app.add_middleware(CountAnswers, telemetry=telemetry, paths=("/estimate", "/estimate/video"))
     if settings.cors_origins:
         app.add_middleware(
             RefusingCORSMiddleware,
@@ -94,6 +95,7 @@ def create_app(
             max_age=600,
         )
     app.include_router(router)
+    app.include_router(video_router)
     from app.page import router as page_router  # the browser page at GET /
 
     app.include_router(page_router)
@@ -130,7 +132,7 @@ def _openapi(app: FastAPI) -> dict[str, Any]:
         from fastapi.openapi.utils import get_openapi
 
         schema = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
-        schema.setdefault("components", {}).setdefault("schemas", {})[UPLOAD_SCHEMA_NAME] = UPLOAD_SCHEMA
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(UPLOAD_SCHEMAS)
         app.openapi_schema = schema
     return app.openapi_schema
 

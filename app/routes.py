@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from enum import Enum
 from typing import Annotated, Any
 
@@ -15,6 +16,7 @@ from starlette.requests import ClientDisconnect
 
 from app.batching import BatchFailed, QueueFull
 from app.errors import APIError
+from app.multipart import ENVELOPE_BYTES, Upload
 from app.schemas import (
     AgeRange,
     Box,
@@ -31,7 +33,7 @@ from app.schemas import (
 )
 from app.security import metrics_access, require_key
 from app.service import Service
-from app.uploads import ENVELOPE_BYTES, check_upload_head, drain_upload, receive_upload
+from app.uploads import check_upload_head, drain_upload, receive_upload
 from model.config import REFERENCE_INTERVALS
 from model.errors import ErrorCode, InputError
 from model.pipeline import ClientGone, PhotoResult, PipelineOptions
@@ -81,12 +83,31 @@ UPLOAD_SCHEMA: dict[str, Any] = {
     "title": UPLOAD_SCHEMA_NAME,
     "type": "object",
 }
-UPLOAD_BODY = {
-    "requestBody": {
-        "required": True,
-        "content": {"multipart/form-data": {"schema": {"$ref": f"#/components/schemas/{UPLOAD_SCHEMA_NAME}"}}},
+
+
+def upload_body(schema_name: str) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"multipart/form-data": {"schema": {"$ref": f"#/components/schemas/{schema_name}"}}},
+        }
     }
+
+
+UPLOAD_BODY = upload_body(UPLOAD_SCHEMA_NAME)
+VIDEO_UPLOAD_SCHEMA_NAME = "Body_estimate_video"
+VIDEO_UPLOAD_SCHEMA: dict[str, Any] = {
+    **UPLOAD_SCHEMA,
+    "properties": {
+        "file": {
+            **UPLOAD_SCHEMA["properties"]["file"],
+            "description": "the clip: MP4, MOV, MKV, WebM or AVI (H.264, HEVC, VP8, VP9, AV1, MPEG-4), animated GIF or WebP",
+        }
+    },
+    "title": VIDEO_UPLOAD_SCHEMA_NAME,
 }
+# Every upload body the routes declare by reference (app/main.py adds them to the schema's components).
+UPLOAD_SCHEMAS = {UPLOAD_SCHEMA_NAME: UPLOAD_SCHEMA, VIDEO_UPLOAD_SCHEMA_NAME: VIDEO_UPLOAD_SCHEMA}
 
 
 def get_service(request: Request) -> Service:
@@ -187,37 +208,45 @@ async def estimate_age(
         service.pipeline.check_options(options)  # before admission and before the upload is read
     except InputError as exc:
         raise APIError.from_input(exc) from exc
+
+    async def work(upload: Upload) -> EstimateResponse:
+        result = await service.pipeline.run_async(
+            upload,
+            options,
+            service.executor,
+            service.batcher.submit,
+            still_wanted=lambda: connected(request),
+            slots=service.prepare_slots,
+            prepare=service.prepare,
+        )
+        service.telemetry.faces.inc(len(result.faces))
+        service.telemetry.detect_seconds.observe(result.timing["detect"])
+        return to_response(result, service, include_deltas, time.perf_counter() - t_start)
+
+    return await serve_upload(request, service, service.settings.max_upload_bytes, work)
+
+
+async def serve_upload(request: Request, service: Service, max_bytes: int, work: Callable[[Upload], Awaitable[Any]]) -> Any:
+    """The steps every upload route shares: reserve the body's memory, receive it, admit it, run ``work`` on it,
+    and give each failure its status (a client that went away: 499, logged in one line)."""
     settings = service.settings
-    _, declared = check_upload_head(request, settings.max_upload_bytes)
-    # The body is held in memory from here until its photo is decoded: reserve what it says it is.
-    reserved = min(declared or settings.max_upload_bytes, settings.max_upload_bytes) + ENVELOPE_BYTES
+    _, declared = check_upload_head(request, max_bytes)
+    # The body is held in memory from here until it is decoded: reserve what it says it is.
+    reserved = min(declared or max_bytes, max_bytes) + ENVELOPE_BYTES
     if not service.uploads.try_reserve(reserved):
         # Read what the client is sending before refusing it: closing on a body still in flight resets the
         # connection, and the client would never read the 503.
-        await drain_upload(request, settings.max_upload_bytes + ENVELOPE_BYTES, DRAIN_TIMEOUT_S)
+        await drain_upload(request, max_bytes + ENVELOPE_BYTES, DRAIN_TIMEOUT_S)
         raise overloaded(service, f"{settings.max_upload_memory_mb} MiB of uploads in progress")
     try:
-        upload = await receive_upload(request, settings.max_upload_bytes, settings.body_timeout_s, settings.min_upload_rate)
+        upload = await receive_upload(request, max_bytes, settings.body_timeout_s, settings.min_upload_rate)
         # Admitted once the body is here: a client that trickles its body holds no admission slot meanwhile.
         if not service.admission.try_enter():
             raise overloaded(service, f"{service.admission.limit} requests in progress")
         try:
-            result = await service.pipeline.run_async(
-                upload,
-                options,
-                service.executor,
-                service.batcher.submit,
-                still_wanted=lambda: _connected(request),
-                slots=service.prepare_slots,
-                prepare=service.prepare,
-            )
+            return await work(upload)  # FastAPI serialises the model straight to JSON bytes with pydantic-core
         finally:
             service.admission.leave()
-        del upload
-        response = to_response(result, service, include_deltas, time.perf_counter() - t_start)
-        service.telemetry.faces.inc(len(result.faces))
-        service.telemetry.detect_seconds.observe(result.timing["detect"])
-        return response  # FastAPI serialises it straight to JSON bytes with pydantic-core
     except InputError as exc:
         raise APIError.from_input(exc) from exc
     except QueueFull as exc:
@@ -233,7 +262,7 @@ async def estimate_age(
         service.uploads.release(reserved)
 
 
-async def _connected(request: Request) -> bool:
+async def connected(request: Request) -> bool:
     return not await request.is_disconnected()
 
 

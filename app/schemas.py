@@ -149,3 +149,48 @@ class ModelInfo(BaseModel):
     )
     metrics: dict[str, Any] = Field(description="the model card's evaluation metrics, from the checkpoint metadata")
     training: dict[str, Any] = Field(description="data, split and command the checkpoint was trained with")
+
+
+class TrackFrame(BaseModel):
+    t: float = Field(description="seconds from the clip's first frame")
+    box: Box = Field(description="face box in the frame's pixels")
+    detection_score: float = Field(ge=0, le=1)
+    age: float = Field(description="this frame's own estimate")
+    uncertainty: float = Field(ge=0)
+    track_age: float = Field(description="the track's fused age over its frames up to this one (steady for display)")
+
+
+class TrackEstimate(BaseModel):
+    id: int = Field(description="track number, in order of first appearance")
+    start_s: float = Field(description="time of the track's first sampled frame")
+    end_s: float = Field(description="time of its last")
+    frames: int = Field(description="sampled frames in which this face was found")
+    age: float = Field(description="fused age: the frames' ages weighted by their uncertainty")
+    uncertainty: float = Field(ge=0, description="the frames' spread, weighted as the age is")
+    age_range: AgeRange = Field(
+        description=(
+            "95% range of the fused age: narrower than one frame's only as far as frames of one face are "
+            "independent evidence (calibrated, benchmarks/README.md 'Video')"
+        )
+    )
+    frame_estimates: list[TrackFrame] | None = Field(None, description="per sampled frame (omitted unless asked)")
+
+
+class VideoInfoOut(BaseModel):
+    width: int
+    height: int
+    container: str
+    codec: str
+    duration_s: float | None = Field(description="as the clip declares it")
+    frame_rate: float | None = Field(description="the stream's average frame rate, as declared")
+    frames_decoded: int
+    frames_sampled: int
+
+
+class VideoEstimateResponse(BaseModel):
+    tracks: list[TrackEstimate] = Field(description="every tracked face, in order of first appearance")
+    fps: float = Field(description="the sampling rate used")
+    reference_ages: list[int]
+    video: VideoInfoOut
+    model: ModelRef
+    timing: Timing

@@ -10,12 +10,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from app.batching import MicroBatcher
-from app.front_workers import FrontSpec, FrontWorkers, run_front
+from app.front_workers import FrontSpec, FrontWorkers, run_front, run_front_video
 from app.settings import Settings
 from app.telemetry import Telemetry
 from app.uploads import Upload
 from model.options import PipelineOptions
-from model.pipeline import AgePipeline, Prepared
+from model.pipeline import AgePipeline, Prepared, PreparedVideo
 
 
 @dataclass
@@ -76,6 +76,15 @@ class Service:
         if self.front is not None:
             return self.front.prepare(upload, options, cancel)
         return run_front(self.pipeline.front, upload, options)
+
+    def prepare_video(
+        self, upload: Upload | bytes, options: PipelineOptions, fps: float, cancel: threading.Event
+    ) -> PreparedVideo:
+        """The same for a clip, within the video limits."""
+        limits = self.settings.video_limits()
+        if self.front is not None:
+            return self.front.prepare_video(upload, options, fps, limits, cancel)
+        return run_front_video(self.pipeline.front, upload, options, fps, limits)
 
     @classmethod
     def load(cls, settings: Settings, payload: dict[str, Any] | None = None, telemetry: Telemetry | None = None) -> Service:

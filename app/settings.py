@@ -12,10 +12,12 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from app.batching import MicroBatcher
 from model.detection import DetectorSettings
 from model.options import PipelineLimits, RuntimeOptions, WorkerLimits
+from model.video import VideoLimits
 
 # Every default below that the library also has is taken from the library's class (model/options.py,
 # model/detection.py, app/batching.py): the library's defaults are the service's. None of these import torch.
 _LIMITS, _RUNTIME, _DETECTOR, _WORKER = PipelineLimits(), RuntimeOptions(), DetectorSettings(), WorkerLimits()
+_VIDEO = VideoLimits()
 _BATCHER = MicroBatcher.DEFAULTS
 
 # The bundled model as one ONNX graph: served by ONNX Runtime without torch. The same network's torch checkpoint
@@ -98,6 +100,19 @@ class Settings(BaseSettings):
     # Uploads
     max_upload_bytes: int = Field(15 * 1024 * 1024, ge=1)
     max_image_pixels: int = Field(_LIMITS.max_image_pixels, ge=1, description="width x height limit (decompression bombs)")
+
+    # Video (POST /estimate/video)
+    max_video_bytes: int = Field(100 * 1024 * 1024, ge=1, description="video upload limit")
+    video_fps: float = Field(_VIDEO.fps, gt=0, description="default frames sampled per second of a clip")
+    video_max_fps: float = Field(_VIDEO.max_fps, gt=0, le=120, description="the most frames per second a caller may ask")
+    max_video_duration_s: float = Field(_VIDEO.max_duration_s, gt=0, description="longest clip, declared or decoded")
+    max_video_frame_pixels: int = Field(_VIDEO.max_frame_pixels, ge=1, description="largest frame, width x height")
+    max_video_decoded_frames: int = Field(
+        _VIDEO.max_decoded_frames, ge=1, description="frames a clip may make the decoder decode, sampled or not"
+    )
+    max_video_sampled_frames: int = Field(_VIDEO.max_sampled_frames, ge=1, description="frames searched per clip")
+    max_video_faces: int = Field(_VIDEO.max_faces, ge=1, description="faces over all sampled frames of a clip")
+    video_cpu_s: float = Field(_WORKER.video_cpu_s, gt=0, description="CPU seconds a clip may take to decode and search")
 
     # Detection
     detector: str = Field(_DETECTOR.name, description="face detector: mtcnn, yunet, or none (photos are face crops)")
@@ -191,7 +206,20 @@ class Settings(BaseSettings):
         )
 
     def worker_limits(self) -> WorkerLimits:
-        return WorkerLimits(cpu_s=self.decode_cpu_s, memory_bytes=self.decode_memory_mb * 1024 * 1024)
+        return WorkerLimits(
+            cpu_s=self.decode_cpu_s, video_cpu_s=self.video_cpu_s, memory_bytes=self.decode_memory_mb * 1024 * 1024
+        )
+
+    def video_limits(self) -> VideoLimits:
+        return VideoLimits(
+            max_duration_s=self.max_video_duration_s,
+            max_frame_pixels=self.max_video_frame_pixels,
+            max_decoded_frames=self.max_video_decoded_frames,
+            max_sampled_frames=self.max_video_sampled_frames,
+            max_faces=self.max_video_faces,
+            fps=self.video_fps,
+            max_fps=self.video_max_fps,
+        )
 
     def runtime_options(self) -> RuntimeOptions:
         return RuntimeOptions(device=self.device, runtime=self.runtime, flip_tta=self.flip_tta, threads=self.threads)

@@ -10,7 +10,10 @@ class Telemetry:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.requests = Counter(
-            "daa_estimate_requests_total", "POST /estimate answers by status code", ["status"], registry=self.registry
+            "daa_estimate_requests_total",
+            "POST /estimate and /estimate/video answers by status code",
+            ["status"],
+            registry=self.registry,
         )
         self.faces = Counter("daa_faces_total", "faces estimated", registry=self.registry)
         self.batch_size = Histogram(
@@ -41,11 +44,11 @@ class CountAnswers:
     an unhandled error (500). A client that went away before any answer counts as 499 (nginx's "client closed
     request")."""
 
-    def __init__(self, app: ASGIApp, telemetry: Telemetry, path: str) -> None:
-        self.app, self.telemetry, self.path = app, telemetry, path
+    def __init__(self, app: ASGIApp, telemetry: Telemetry, paths: tuple[str, ...]) -> None:
+        self.app, self.telemetry, self.paths = app, telemetry, paths
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope.get("path") != self.path:
+        if scope["type"] != "http" or scope.get("path") not in self.paths:
             await self.app(scope, receive, send)
             return
         status: list[int] = []

@@ -16,6 +16,11 @@ class ErrorCode(str, Enum):
     FILE_TOO_LARGE = "file_too_large"
     IMAGE_TOO_LARGE = "image_too_large"
     IMAGE_TOO_COSTLY = "image_too_costly"  # decoding and searching it took more CPU or memory than a photo may
+    # Video uploads
+    UNSUPPORTED_VIDEO_TYPE = "unsupported_video_type"
+    INVALID_VIDEO = "invalid_video"
+    VIDEO_TOO_LONG = "video_too_long"
+    VIDEO_TOO_LARGE = "video_too_large"
     # The request
     VALIDATION_ERROR = "validation_error"
     MALFORMED_BODY = "malformed_body"

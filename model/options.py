@@ -35,6 +35,7 @@ class WorkerLimits:
     seconds, bytes of memory beyond the worker's idle size, and a wall-clock backstop for a worker that waits."""
 
     cpu_s: float = 2.0
+    video_cpu_s: float = 120.0  # a clip: decoding every frame and searching the sampled ones
     memory_bytes: int = 1024 * 1024 * 1024
     wall_factor: float = 5.0  # the backstop is this many times cpu_s (only a wait, never CPU, can reach it)
 

@@ -11,6 +11,7 @@ stages that stops work for a client that has gone away.
 from __future__ import annotations
 
 import asyncio
+import functools
 import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,15 +21,19 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+from PIL import Image
 
 from model.config import REFERENCE_INTERVALS
 from model.detection import Detector, DetectorSettings, FaceDetection, create_detector
 from model.detectors.whole import WholeImage
 from model.errors import CheckpointError, ErrorCode, InputError
 from model.faces import CropSpec, crop_face
+from model.fusion import Fused, running
 from model.imaging import decode_image
 from model.options import PipelineLimits, PipelineOptions, RuntimeOptions
 from model.results import FaceResult
+from model.tracking import track_faces
+from model.video import VideoInfo, VideoLimits, sample_frames
 
 if TYPE_CHECKING:  # the torch estimator is imported only where a .pt checkpoint is served
     from model.estimator import Estimator
@@ -54,12 +59,48 @@ class Prepared:
 
 
 @dataclass
+class PreparedVideo:
+    """The front half's output for a clip: what it declared and decoded, and each sampled frame's time and faces."""
+
+    info: VideoInfo
+    frames: list[tuple[float, Prepared]]
+    decode_s: float
+
+
+@dataclass
 class FaceAge:
     detection: FaceDetection
     age: float
     spread: float
     age_range: tuple[float, float]
     deltas: list[float]
+
+
+@dataclass
+class TrackAge:
+    """One tracked face of a clip: its frames (time, that frame's estimate, the fused estimate up to it) and the
+    fused estimate over all of them."""
+
+    id: int
+    frames: list[tuple[float, FaceAge, Fused]]
+    fused: Fused
+
+    @property
+    def start_s(self) -> float:
+        return self.frames[0][0]
+
+    @property
+    def end_s(self) -> float:
+        return self.frames[-1][0]
+
+
+@dataclass
+class VideoResult:
+    info: VideoInfo
+    fps: float
+    tracks: list[TrackAge]
+    reference_ages: list[int]
+    timing: dict[str, float] = field(default_factory=dict)  # seconds per stage
 
 
 @dataclass
@@ -76,6 +117,7 @@ class PhotoResult:
 EstimateFn = Callable[[np.ndarray, int], Awaitable[Sequence[FaceResult]]]
 StillWanted = Callable[[], Awaitable[bool]]
 PrepareFn = Callable[[Any, PipelineOptions, threading.Event], Prepared]
+PrepareVideoFn = Callable[[Any, PipelineOptions, float, threading.Event], "PreparedVideo"]
 CLIENT_CHECK_S = 0.25  # while a photo is decoded, how often the server asks whether its client is still there
 
 
@@ -142,7 +184,34 @@ class FrontHalf:
         """One photo's bytes to its faces and crops (options as checked by :meth:`AgePipeline.check_options`)."""
         t0 = time.perf_counter()
         decoded = decode_image(data, self.limits.max_image_pixels)
-        image = decoded.image
+        return self.search(decoded.image, decoded.format, options, time.perf_counter() - t0)
+
+    def prepare_video(self, data: bytes, options: PipelineOptions, fps: float, limits: VideoLimits) -> PreparedVideo:
+        """A clip's bytes to the faces and crops of its frames sampled at ``fps``."""
+        t0 = time.perf_counter()
+        info, frames = sample_frames(data, fps, limits)
+        prepared: list[tuple[float, Prepared]] = []
+        decode_s, faces = time.perf_counter() - t0, 0
+        while True:
+            t0 = time.perf_counter()
+            frame = next(frames, None)
+            decode_s += time.perf_counter() - t0
+            if frame is None:
+                break
+            one = self.search(frame.image, info.codec, options, 0.0)
+            prepared.append((frame.t, one))
+            faces += len(one.faces)
+            if faces > limits.max_faces:
+                raise InputError(
+                    ErrorCode.VIDEO_TOO_LARGE,
+                    f"the video's sampled frames hold more than {limits.max_faces} faces: ask for a lower fps or "
+                    "fewer max_faces",
+                    {"max_faces": limits.max_faces},
+                )
+        return PreparedVideo(info, prepared, decode_s)
+
+    def search(self, image: Image.Image, fmt: str, options: PipelineOptions, decode_s: float) -> Prepared:
+        """One decoded image (a photo, or a frame of a clip) to its faces and crops."""
         t1 = time.perf_counter()
         detector = self.detector_for(options)
         smallest = detector.smallest_face(image.width, image.height)
@@ -169,7 +238,7 @@ class FrontHalf:
             else np.zeros((0, spec.size, spec.size, 3), np.uint8)
         )
         t2 = time.perf_counter()
-        return Prepared(image.width, image.height, decoded.format, faces, crops, float(wanted), t1 - t0, t2 - t1)
+        return Prepared(image.width, image.height, fmt, faces, crops, float(wanted), decode_s, t2 - t1)
 
 
 class AgePipeline:
@@ -244,7 +313,79 @@ class AgePipeline:
             {"decode": prepared.decode_s, "detect": prepared.detect_s, "estimate": estimate_s},
         )
 
+    def finish_video(
+        self, prepared: PreparedVideo, results: Sequence[FaceResult], estimate_s: float, interval: int, fps: float
+    ) -> VideoResult:
+        """Every frame's faces (``results`` in frame order) -> tracks -> one fused age per track."""
+        est = self.estimator
+        per_frame: list[list[FaceAge]] = []
+        offset = 0
+        for _, frame in prepared.frames:
+            n = len(frame.faces)
+            per_frame.append(
+                [
+                    FaceAge(det, res.age, res.spread, est.age_range(res.age, res.spread), res.deltas)
+                    for det, res in zip(frame.faces, results[offset : offset + n])
+                ]
+            )
+            offset += n
+        boxes = [(t, [f.detection.box for f in faces]) for (t, _), faces in zip(prepared.frames, per_frame)]
+        tracks = []
+        for tr in track_faces(boxes):
+            faces = [per_frame[i][j] for i, j in tr.points]
+            halves = [est.half_width(f.age, f.spread) for f in faces]
+            steps = running([f.age for f in faces], [f.spread for f in faces], halves)
+            frames = [(prepared.frames[i][0], f, s) for (i, _), f, s in zip(tr.points, faces, steps)]
+            tracks.append(TrackAge(tr.id, frames, steps[-1]))
+        detect_s = sum(p.detect_s for _, p in prepared.frames)
+        timing = {"decode": prepared.decode_s, "detect": detect_s, "estimate": estimate_s}
+        return VideoResult(prepared.info, fps, tracks, est.references(interval), timing)
+
     # The chain ------------------------------------------------------------------------------------------------
+
+    def run_video(
+        self,
+        data: bytes,
+        options: PipelineOptions | None = None,
+        fps: float | None = None,
+        limits: VideoLimits | None = None,
+    ) -> VideoResult:
+        """One clip, start to end, in this thread: its sampled frames' faces through the model together."""
+        options, limits = options or PipelineOptions(), limits or VideoLimits()
+        fps = fps or limits.fps
+        self.check_options(options)
+        prepared = self.front.prepare_video(data, options, fps, limits)
+        crops = [p.crops for _, p in prepared.frames if len(p.crops)]
+        t0 = time.perf_counter()
+        results = self.estimate(np.concatenate(crops), options.interval) if crops else []
+        return self.finish_video(prepared, results, time.perf_counter() - t0, options.interval, fps)
+
+    async def run_video_async(
+        self,
+        upload: Any,
+        options: PipelineOptions,
+        fps: float,
+        executor: Executor,
+        estimate: EstimateFn,
+        prepare_video: PrepareVideoFn,
+        still_wanted: StillWanted | None = None,
+        slots: asyncio.Semaphore | None = None,
+        chunk: int = 32,
+    ) -> VideoResult:
+        """One clip for a server: the front half through ``prepare_video(upload, options, fps, cancel)`` on
+        ``executor`` (a decode process), then its faces through ``estimate`` in chunks of ``chunk`` (the batcher
+        mixes them with other requests' faces), then tracking and fusion."""
+        prepared = await self._front_async(upload, options, executor, still_wanted, slots, prepare_video, fps)
+        crops = [p.crops for _, p in prepared.frames if len(p.crops)]
+        t0 = time.perf_counter()
+        results: list[FaceResult] = []
+        if crops:
+            every = np.concatenate(crops)
+            for start in range(0, len(every), chunk):
+                if still_wanted is not None and not await still_wanted():
+                    raise ClientGone("the client went away before its faces reached the model")
+                results.extend(await estimate(every[start : start + chunk], options.interval))
+        return self.finish_video(prepared, results, time.perf_counter() - t0, options.interval, fps)
 
     def run(self, data: bytes, options: PipelineOptions | None = None) -> PhotoResult:
         """One photo, start to end, in this thread."""
@@ -302,12 +443,30 @@ class AgePipeline:
             if still_wanted is not None and not await still_wanted():
                 raise ClientGone(f"the client went away before {stage}")
 
-        front = prepare or (lambda d, o, _cancel: self.prepare(d, o))
+        prepare_fn: Callable[..., Any] = prepare or (lambda d, o, _cancel: self.prepare(d, o))
+        prepared = await self._front_async(data, options, executor, still_wanted, slots, prepare_fn)
+        await wanted_or_stop("its faces reached the model")
+        t0 = time.perf_counter()
+        results = await estimate(prepared.crops, options.interval) if len(prepared.crops) else []
+        return self.finish(prepared, results, time.perf_counter() - t0, options.interval)
+
+    async def _front_async(
+        self,
+        data: Any,
+        options: PipelineOptions,
+        executor: Executor,
+        still_wanted: StillWanted | None,
+        slots: asyncio.Semaphore | None,
+        front: Callable[..., Any],
+        *extra: Any,
+    ) -> Any:
+        """``front(data, options, *extra, cancel)`` on ``executor``, waiting for a slot first, and setting
+        ``cancel`` as soon as ``still_wanted`` says no while it runs."""
         loop = asyncio.get_running_loop()
         cancel = threading.Event()
 
-        async def front_half() -> Prepared:
-            job = loop.run_in_executor(executor, front, data, options, cancel)
+        async def run() -> Any:
+            job = loop.run_in_executor(executor, functools.partial(front, data, options, *extra, cancel))
             if still_wanted is None:
                 return await job
             while True:
@@ -318,15 +477,11 @@ class AgePipeline:
                     cancel.set()  # the worker is stopped; the job ends with ClientGone (or its answer)
                     await asyncio.wait({job})
                     job.result()
-                    raise ClientGone("the client went away while its photo was decoded")
+                    raise ClientGone("the client went away while its upload was decoded")
 
         if slots is None:
-            prepared = await front_half()
-        else:
-            async with slots:
-                await wanted_or_stop("decoding")
-                prepared = await front_half()
-        await wanted_or_stop("its faces reached the model")
-        t0 = time.perf_counter()
-        results = await estimate(prepared.crops, options.interval) if len(prepared.crops) else []
-        return self.finish(prepared, results, time.perf_counter() - t0, options.interval)
+            return await run()
+        async with slots:
+            if still_wanted is not None and not await still_wanted():
+                raise ClientGone("the client went away before decoding")
+            return await run()

@@ -32,9 +32,13 @@ class CalibratedRanges:
     def version(self) -> str:
         return str(self.metadata.get("version", self.metadata.get("code_version", "unknown")))
 
+    def half_width(self, age: float, spread: float) -> float:
+        """Half the width of the 95% range the model card calibrated."""
+        return self.range_model.half_width(age, spread) if self.range_model else self.range_factor * spread
+
     def age_range(self, age: float, spread: float) -> tuple[float, float]:
         """The 95% range the model card calibrated, floored at 0."""
-        half = self.range_model.half_width(age, spread) if self.range_model else self.range_factor * spread
+        half = self.half_width(age, spread)
         return max(age - half, 0.0), age + half
 
     def references(self, interval: int) -> list[int]:

@@ -95,11 +95,14 @@ def test_library_defaults_are_the_service_defaults(monkeypatch):
 def test_openapi_contract(client):
     schema = client.get("/openapi.json").json()
     ops = {op["operationId"] for path in schema["paths"].values() for op in path.values()}
-    assert ops == {"estimate_age", "get_health", "get_readiness", "get_model_info", "get_metrics"}
+    assert ops == {"estimate_age", "estimate_video", "get_health", "get_readiness", "get_model_info", "get_metrics"}
     assert schema["info"]["version"]
-    est = schema["paths"]["/estimate"]["post"]
-    for status in ("400", "413", "415", "422", "500", "503"):
-        assert est["responses"][status]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorResponse")
+    for path in ("/estimate", "/estimate/video"):
+        est = schema["paths"][path]["post"]
+        for status in ("400", "413", "415", "422", "500", "503"):
+            assert est["responses"][status]["content"]["application/json"]["schema"]["$ref"].endswith("ErrorResponse")
+        body = est["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"].rsplit("/", 1)[1]
+        assert schema["components"]["schemas"][body]["required"] == ["file"]
     assert "examples" in schema["components"]["schemas"]["EstimateResponse"]
 
 

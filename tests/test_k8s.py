@@ -30,7 +30,7 @@ K8S = ROOT / "deploy" / "k8s"
 K8S_VERSION = "1.30"  # oldest Kubernetes the manifests target; kubernetes-validate ships its schemas
 OVERLAYS = {"cpu": "overlays/cpu", "gpu": "overlays/gpu", "own-checkpoint": "examples/own-checkpoint"}
 LABELS = {"app.kubernetes.io/name": "daa-age", "app.kubernetes.io/component": "api"}
-MEASURED_PEAK_RSS = 1658 * 2**20  # bytes: the hostile corpus peak in benchmarks/README.md (1,089 MiB under normal load)
+MEASURED_PEAK_RSS = 1168 * 2**20  # bytes: the hostile benchmark's peak in benchmarks/README.md (379 MiB under load)
 UVICORN_GRACEFUL_S = 10  # app/__main__.py timeout_graceful_shutdown
 QUANTITY_SUFFIXES = {"m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
 
