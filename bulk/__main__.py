@@ -46,7 +46,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         epilog=__doc__,
     )
-    p.add_argument("inputs", nargs="+", help="image files, folders, or text files listing paths")
+    p.add_argument("inputs", nargs="+", help="photos and clips, folders, or text files listing paths")
     p.add_argument("--out", type=Path, required=True, help="output: .csv, .jsonl or .parquet")
     p.add_argument("--deltas", action="store_true", help="include the 100 delta ages of every face")
     p.add_argument("--resume", action="store_true", help="skip photos already in --out and append after them")
@@ -72,6 +72,8 @@ def annotator_config(args: argparse.Namespace) -> AnnotatorConfig:
         s.pipeline_limits(),
         args.deltas,
         s.max_upload_bytes,
+        s.max_video_bytes,
+        s.video_limits(),
     )
 
 

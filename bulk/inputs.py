@@ -16,8 +16,14 @@ from pathlib import Path
 
 from model.errors import ErrorCode, RowCode
 
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".mpo"}
+VIDEO_SUFFIXES = {".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".mpo"} | VIDEO_SUFFIXES
 LIST_SUFFIXES = {".txt", ".lst", ".list"}
+
+
+def is_video(path: str) -> bool:
+    """A clip (one row per tracked face) rather than a photo, by its suffix."""
+    return Path(path).suffix.lower() in VIDEO_SUFFIXES
 
 
 def display_name(path: str) -> str:

@@ -32,7 +32,7 @@ from model.fusion import Fused, running
 from model.imaging import decode_image
 from model.options import PipelineLimits, PipelineOptions, RuntimeOptions
 from model.results import FaceResult
-from model.tracking import track_faces
+from model.tracking import appearance, track_faces
 from model.video import VideoInfo, VideoLimits, sample_frames
 
 if TYPE_CHECKING:  # the torch estimator is imported only where a .pt checkpoint is served
@@ -330,8 +330,9 @@ class AgePipeline:
             )
             offset += n
         boxes = [(t, [f.detection.box for f in faces]) for (t, _), faces in zip(prepared.frames, per_frame)]
+        looks = [appearance(p.crops) for _, p in prepared.frames]
         tracks = []
-        for tr in track_faces(boxes):
+        for tr in track_faces(boxes, looks=looks):
             faces = [per_frame[i][j] for i, j in tr.points]
             halves = [est.half_width(f.age, f.spread) for f in faces]
             steps = running([f.age for f in faces], [f.spread for f in faces], halves)

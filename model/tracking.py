@@ -1,8 +1,10 @@
 """Faces across the sampled frames of a clip -> tracks: which detections are the same person.
 
 A greedy tracker by box overlap, the kind SORT popularised without its Kalman filter: each live track predicts
-its next box from its last two (constant velocity, scaled by the time between samples), and the detections of the
-next frame are matched to predictions by intersection over union, best pairs first. A pair below ``min_iou`` may
+its next box from its last few (constant velocity, scaled by the time between samples), and the detections of the
+next frame are matched to predictions by intersection over union, best pairs first, with the likeness of the
+face crops (a tiny grey thumbnail, :func:`appearance`) added to the score so that two people whose boxes meet
+keep their tracks. A pair below ``min_iou`` may
 still match when the centres are within ``max_shift`` box sides (fast motion at a low sampling rate). A track not
 matched for ``max_gap_s`` ends; an unmatched detection starts a new one. At 5 frames per second faces move little
 between samples; ``benchmarks/video_bench.py`` measures identity switches and fragmentation on synthetic clips.
@@ -13,8 +15,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 Box = tuple[float, float, float, float]
 VELOCITY_WINDOW = 3  # boxes back that the velocity is measured over
+APPEARANCE_WEIGHT = 1.0  # how much the crops' likeness counts against geometry when faces meet
+APPEARANCE_MEMORY = 0.7  # a track's appearance: this much of the old, the rest of the newest crop
 MAX_EXTRAPOLATION_S = 1.0  # no wild extrapolation across a long gap
 
 
@@ -24,6 +30,16 @@ class Track:
     points: list[tuple[int, int]] = field(default_factory=list)  # (frame index, detection index in that frame)
     boxes: list[Box] = field(default_factory=list)
     times: list[float] = field(default_factory=list)
+    look: np.ndarray | None = field(default=None, repr=False)  # running appearance (unit vector), when given
+
+    def see(self, look: np.ndarray | None) -> None:
+        if look is None:
+            return
+        if self.look is None:
+            self.look = look
+        else:
+            mixed = APPEARANCE_MEMORY * self.look + (1 - APPEARANCE_MEMORY) * look
+            self.look = mixed / max(float(np.linalg.norm(mixed)), 1e-9)
 
     def predict(self, t: float) -> Box:
         """Where this track's box should be at time ``t``: constant velocity, measured over its last few boxes
@@ -65,13 +81,30 @@ def _centre_shift(a: Box, b: Box) -> float:
     return float((dx * dx + dy * dy) ** 0.5 / max(side, 1e-6))
 
 
+def appearance(crops: np.ndarray, side: int = 24) -> np.ndarray:
+    """A small appearance vector per face crop (N x S x S x 3 uint8): the centre of the crop in grey, shrunk to
+    ``side`` x ``side``, mean-free, unit length. Enough to tell two people apart where their boxes meet."""
+    if len(crops) == 0:
+        return np.zeros((0, side * side), np.float32)
+    n, size = crops.shape[0], crops.shape[1]
+    lo, hi = size // 4, size - size // 4
+    grey = crops[:, lo:hi, lo:hi].astype(np.float32).mean(axis=3)
+    step = grey.shape[1] / side
+    idx = (np.arange(side) * step + step / 2).astype(int)
+    small = grey[:, idx][:, :, idx].reshape(n, -1)
+    small -= small.mean(axis=1, keepdims=True)
+    return small / np.maximum(np.linalg.norm(small, axis=1, keepdims=True), 1e-9)
+
+
 def track_faces(
     frames: Sequence[tuple[float, Sequence[Box]]],
     min_iou: float = 0.3,
     max_shift: float = 0.5,
     max_gap_s: float = 1.0,
+    looks: Sequence[np.ndarray] | None = None,
 ) -> list[Track]:
-    """``frames``: (time, boxes) per sampled frame, in time order. Returns every track, in order of first
+    """``frames``: (time, boxes) per sampled frame, in time order; ``looks``: optionally, per frame, an
+    :func:`appearance` vector per box, which breaks ties where faces meet. Returns every track, in order of first
     appearance; each detection belongs to exactly one track."""
     done: list[Track] = []
     live: list[Track] = []
@@ -86,13 +119,17 @@ def track_faces(
             for di, box in enumerate(boxes):
                 overlap = iou(guess, box)
                 if overlap >= min_iou:
-                    pairs.append((1.0 + overlap, ti, di))  # overlaps first, by how much
+                    score = 1.0 + overlap  # overlaps first, by how much
                 else:
                     # After missed frames (an occlusion, a failed detection) the face may be further from its guess.
                     reach = max_shift * tr.missed_steps(t)
                     shift = _centre_shift(guess, box)
-                    if shift <= reach:
-                        pairs.append((1.0 - shift / reach, ti, di))
+                    if shift > reach:
+                        continue
+                    score = 1.0 - shift / reach
+                if looks is not None and tr.look is not None:
+                    score += APPEARANCE_WEIGHT * float(tr.look @ looks[index][di])
+                pairs.append((score, ti, di))
         pairs.sort(reverse=True)
         used_tracks: set[int] = set()
         used_boxes: set[int] = set()
@@ -105,8 +142,11 @@ def track_faces(
             tr.points.append((index, di))
             tr.boxes.append(tuple(boxes[di]))  # type: ignore[arg-type]
             tr.times.append(t)
+            tr.see(None if looks is None else looks[index][di])
         for di, box in enumerate(boxes):
             if di not in used_boxes:
-                live.append(Track(next_id, [(index, di)], [tuple(box)], [t]))  # type: ignore[list-item]
+                fresh = Track(next_id, [(index, di)], [tuple(box)], [t])  # type: ignore[list-item]
+                fresh.see(None if looks is None else looks[index][di])
+                live.append(fresh)
                 next_id += 1
     return sorted(done + live, key=lambda tr: tr.id)

@@ -201,3 +201,33 @@ def test_sigterm_keeps_the_finished_rows_of_a_parquet_run(tmp_path):
     assert subprocess.run([*cmd, "--resume", "--no-progress"], cwd=ROOT, timeout=300).returncode == 0
     files = pq.read_table(out).column("file").to_pylist()
     assert len(files) == len(set(files)) == 60
+
+
+@pytest.mark.parametrize("suffix", [".csv", ".parquet"])
+def test_clips_in_a_collection_give_one_row_per_track(tmp_path, suffix):
+    from testkit import encode_clip, fixture_faces, moving_faces
+
+    (tmp_path / "in").mkdir()
+    shutil.copy(FIXTURES / "astronaut.jpg", tmp_path / "in" / "photo.jpg")
+    a, b = fixture_faces()[:2]
+    (tmp_path / "in" / "two.mp4").write_bytes(encode_clip(moving_faces([a, b], size=(800, 400), seconds=2), fps=30))
+    (tmp_path / "in" / "broken.webm").write_bytes(b"not a clip")
+    out = tmp_path / f"ages{suffix}"
+    assert main([str(tmp_path / "in"), "--out", str(out), "--workers", "1", "--no-progress", "--deltas"]) == 0
+    if suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(out).to_pylist()
+    else:
+        rows = rows_of(out)
+    by_file: dict[str, list[dict]] = {}
+    for row in rows:
+        by_file.setdefault(Path(row["file"]).name, []).append(row)
+    tracks = by_file["two.mp4"]
+    assert len(tracks) == 2 and [str(t["face"]) for t in tracks] == ["1", "2"]
+    for t in tracks:
+        assert float(t["age_low"]) <= float(t["age"]) <= float(t["age_high"]) and not t["error"]
+        assert float(t["start_s"]) == 0 and float(t["end_s"]) > 1.5 and int(float(t["frames"])) == 10
+    (photo,) = by_file["photo.jpg"]
+    assert photo["start_s"] in ("", None) and photo["age"]
+    assert by_file["broken.webm"][0]["error"] == "unsupported_video_type"
