@@ -337,3 +337,34 @@ def test_phone_layout_does_not_overflow(driver: Any, base_url: str, shots: Path)
         (shots / "phone-full.png").write_bytes(base64.b64decode(full["data"]))
     finally:
         driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+
+
+def test_a_clip_plays_with_each_tracked_face_boxed_and_its_fused_age(
+    driver: Any, base_url: str, shots: Path, tmp_path: Path
+) -> None:
+    from testkit import encode_clip, fixture_faces, moving_faces
+
+    a, b = fixture_faces()[:2]
+    clip = tmp_path / "two.webm"  # VP9: what any Chromium build plays
+    clip.write_bytes(
+        encode_clip(moving_faces([a, b], size=(640, 360), seconds=3, face_side=130), fps=15, codec="libvpx-vp9", fmt="webm")
+    )
+    open_page(driver, base_url)
+    upload(driver, clip)
+    wait(driver, lambda d: "Found 2 people" in d.find_element(By.ID, "status").text, 90, "no tracks")
+    video = driver.find_element(By.ID, "clip")
+    assert video.is_displayed() and not driver.find_element(By.ID, "photo").is_displayed()
+    rows = driver.find_elements(By.CSS_SELECTOR, "#faces [data-track]")
+    assert [r.find_element(By.CSS_SELECTOR, ".face-n").text for r in rows] == ["Person 1", "Person 2"]
+    assert all(re.match(r"^\d+\.\d years$", r.find_element(By.CSS_SELECTOR, ".face-age").text) for r in rows)
+    # Paused at 1 s, both faces are boxed where they are then, each labelled with its track's fused age.
+    driver.execute_script("arguments[0].pause(); arguments[0].currentTime = 1.0;", video)
+    wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "#boxes .box[data-track]")) == 2, 20, "no boxes")
+    labels = sorted(e.text for e in driver.find_elements(By.CSS_SELECTOR, "#boxes .box .label"))
+    ages = [r.find_element(By.CSS_SELECTOR, ".face-age").text.split()[0] for r in rows]
+    assert labels == sorted(f"{i + 1}: {age}" for i, age in enumerate(ages)), labels
+    stage, box = driver.find_element(By.ID, "stage").rect, driver.find_elements(By.CSS_SELECTOR, "#boxes .box")[0].rect
+    assert stage["x"] - 1 <= box["x"] and box["x"] + box["width"] <= stage["x"] + stage["width"] + 1
+    assert "frames searched" in driver.find_element(By.ID, "meta").text
+    driver.save_screenshot(str(shots / "clip.png"))
+    assert console_problems(driver) == []

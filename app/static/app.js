@@ -1,5 +1,6 @@
 // DAA age estimation page: pick, drop or paste a photo; POST it to /estimate; draw each face's box and age;
-// chart the selected face's per-reference estimates y - delta_y. Plain ES2020, no dependencies.
+// chart the selected face's per-reference estimates y - delta_y. A video clip goes to /estimate/video and plays
+// with each tracked face boxed and labelled with its fused age. Plain ES2020, no dependencies.
 "use strict";
 
 const $ = (id) => document.getElementById(id);
@@ -11,8 +12,10 @@ const ui = {
   file: $("file"), drop: $("dropzone"), interval: $("interval"), status: $("status"), error: $("error"),
   keyForm: $("key-form"), key: $("api-key"), result: $("result"), photo: $("photo"), boxes: $("boxes"),
   faces: $("faces"), facesEmpty: $("faces-empty"), chartPanel: $("chart-panel"), chartTitle: $("chart-title"),
-  chart: $("chart"), values: $("values"), meta: $("meta"),
+  chart: $("chart"), values: $("values"), meta: $("meta"), clip: $("clip"), tracksHelp: $("tracks-help"),
 };
+const VIDEO_NAME = /\.(mp4|m4v|mov|mkv|webm|avi)$/i;
+const isVideo = (file) => (file.type || "").startsWith("video/") || VIDEO_NAME.test(file.name || "");
 
 let current = null;   // {file, url}: the photo on screen
 let data = null;      // the last successful response
@@ -68,7 +71,7 @@ function setKey(value) {
 function useFile(file) {
   if (!file) return;
   if (current) URL.revokeObjectURL(current.url);
-  current = { file, url: URL.createObjectURL(file) };
+  current = { file, url: URL.createObjectURL(file), video: isVideo(file) };
   ui.result.hidden = true;  // the previous photo's result goes; the new one's comes with its answer
   estimate();
 }
@@ -125,18 +128,20 @@ async function estimate(retried = false) {
   if (controller) controller.abort();
   controller = new AbortController();
   clearError();
-  setStatus(retried ? "Trying again…" : "Estimating ages…");
+  setStatus(retried ? "Trying again…" : current.video ? "Tracking faces in the clip…" : "Estimating ages…");
   document.body.setAttribute("aria-busy", "true");
   const form = new FormData();
-  form.append("file", current.file, current.file.name || "photo");
-  const params = new URLSearchParams({ reference_interval: ui.interval.value, include_deltas: "true" });
+  form.append("file", current.file, current.file.name || (current.video ? "clip" : "photo"));
+  const params = current.video ? new URLSearchParams({ include_frames: "true" })
+    : new URLSearchParams({ reference_interval: ui.interval.value, include_deltas: "true" });
+  const path = current.video ? "/estimate/video" : "/estimate";
   const headers = {};
   const key = getKey();
   if (key) headers["X-API-Key"] = key;
   let res;
   let body = null;
   try {
-    res = await fetch(`/estimate?${params}`, { method: "POST", body: form, headers, signal: controller.signal });
+    res = await fetch(`${path}?${params}`, { method: "POST", body: form, headers, signal: controller.signal });
     try { body = await res.json(); } catch { body = null; }
   } catch (err) {
     if (mine !== seq) return;
@@ -158,6 +163,8 @@ async function estimate(retried = false) {
   document.body.removeAttribute("aria-busy");
   if (res.ok && body && Array.isArray(body.faces)) {
     show(body);
+  } else if (res.ok && body && Array.isArray(body.tracks)) {
+    showClip(body);
   } else {
     explain(res, body, key);
   }
@@ -194,7 +201,10 @@ function explain(res, body, sentKey) {
       return;
     case 413: {
       const max = body && body.detail && body.detail.max_bytes;
-      text = code === "image_too_large"
+      text = code === "video_too_long" ? "The clip is too long for this service. Trim it and try again."
+        : code === "video_too_large" ? "The clip has too many or too large frames for this service. Use a shorter " +
+          "or smaller clip."
+        : code === "image_too_large"
         ? "The picture has too many pixels for this service. Use a smaller image (fewer megapixels)."
         : `The file is too large${max ? ` (the limit is ${size(max)})` : ""}. Use a smaller photo.`;
       break;
@@ -203,7 +213,10 @@ function explain(res, body, sentKey) {
       text = "The photo took too long to arrive. Check your connection and try again.";
       break;
     case 415:
-      text = "That file is not a photo this service can read. Choose a JPEG, PNG, WebP, BMP, GIF or TIFF image.";
+      text = code === "unsupported_video_type"
+        ? "That file is not a video clip this service can read. Choose an MP4, WebM, MOV or MKV clip (a photo " +
+          "goes in as a photo)."
+        : "That file is not a photo this service can read. Choose a JPEG, PNG, WebP, BMP, GIF or TIFF image.";
       break;
     case 422: {
       const first = body && Array.isArray(body.detail) && body.detail[0];
@@ -231,6 +244,7 @@ function explain(res, body, sentKey) {
 
 function show(body) {
   data = body;
+  showStill();
   ui.keyForm.hidden = true;
   selected = -1;
   ui.result.hidden = false;
@@ -271,6 +285,92 @@ function show(body) {
     : `Found ${n} faces. Select one to see its per-reference estimates.`);
   if (n > 0) select(0, false);
 }
+
+// ---- a clip: play it, with each tracked face's box where it is now and its fused age -----------------------
+
+function showStill() {
+  ui.clip.pause();
+  ui.clip.hidden = true;
+  ui.clip.removeAttribute("src");
+  ui.photo.hidden = false;
+  ui.tracksHelp.hidden = true;
+  ui.boxes.classList.remove("playing");
+}
+
+function showClip(body) {
+  data = body;
+  ui.keyForm.hidden = true;
+  selected = -1;
+  ui.result.hidden = false;
+  ui.photo.hidden = true;
+  ui.photo.removeAttribute("src");
+  ui.clip.hidden = false;
+  ui.clip.src = current.url;
+  ui.boxes.classList.add("playing");
+  ui.boxes.replaceChildren();
+  ui.faces.replaceChildren();
+  ui.chartPanel.hidden = true;
+  const n = body.tracks.length;
+  ui.facesEmpty.hidden = n > 0;
+  ui.facesEmpty.textContent = n > 0 ? "" : "No face found in the sampled frames of this clip.";
+  ui.tracksHelp.hidden = n === 0;
+  for (const t of body.tracks) {
+    const item = el("li");
+    const row = el("div", { class: "face", "data-track": String(t.id) });
+    row.append(el("span", { class: "face-n" }, `Person ${t.id}`), el("span", { class: "face-age" }, `${fmt(t.age)} years`),
+      el("span", { class: "face-range" }, `range ${fmt(t.age_range.low)}–${fmt(t.age_range.high)}, ` +
+        `${fmt(t.start_s)}–${fmt(t.end_s)} s, ${t.frames} frames`));
+    item.append(row);
+    ui.faces.append(item);
+  }
+  const v = body.video, tm = body.timing;
+  const rows = [
+    ["Model", `${body.model.name}, version ${body.model.version}`],
+    ["Clip", `${v.width} × ${v.height} px, ${v.codec}${v.duration_s ? `, ${fmt(v.duration_s)} s` : ""}; ` +
+      `${v.frames_sampled} of ${v.frames_decoded} frames searched (${fmt(body.fps)} per second)`],
+    ["Time", `${fmt(tm.total_ms)} ms in total: decode ${fmt(tm.decode_ms)}, detect ${fmt(tm.detect_ms)}, ` +
+      `estimate ${fmt(tm.estimate_ms)} ms`],
+  ];
+  ui.meta.replaceChildren(...rows.flatMap(([k, val]) => [el("dt", {}, k), el("dd", {}, val)]));
+  setStatus(n === 0 ? "No face found in this clip." : n === 1
+    ? `Found 1 person: age ${ageText(body.tracks[0])}.` : `Found ${n} people in the clip.`);
+  drawClipBoxes();
+  ui.clip.play().catch(() => { /* autoplay refused: the controls start it */ });
+}
+
+// The boxes of the sampled frame nearest to the playing time, within one sampling step.
+function drawClipBoxes() {
+  if (!data || !Array.isArray(data.tracks) || ui.clip.hidden) return;
+  const now = ui.clip.currentTime || 0;
+  const step = 1 / (data.fps || 5);
+  const { width: W, height: H } = data.video;
+  const boxes = [];
+  for (const t of data.tracks) {
+    let best = null;
+    for (const f of t.frame_estimates || []) {
+      if (Math.abs(f.t - now) <= step && (!best || Math.abs(f.t - now) < Math.abs(best.t - now))) best = f;
+    }
+    if (!best) continue;
+    const box = el("div", { class: "box", "data-track": String(t.id), role: "img",
+      "aria-label": `Person ${t.id}: age ${fmt(t.age)}` });
+    box.style.left = `${(100 * best.box.x1) / W}%`;
+    box.style.top = `${(100 * best.box.y1) / H}%`;
+    box.style.width = `${(100 * (best.box.x2 - best.box.x1)) / W}%`;
+    box.style.height = `${(100 * (best.box.y2 - best.box.y1)) / H}%`;
+    const label = el("span", { class: "label" }, `${t.id}: ${fmt(t.age)}`);
+    if (best.box.y1 / H < 0.08) label.classList.add("inside");
+    box.append(label);
+    boxes.push(box);
+  }
+  ui.boxes.replaceChildren(...boxes);
+}
+ui.clip.addEventListener("timeupdate", drawClipBoxes);
+ui.clip.addEventListener("seeked", drawClipBoxes);
+ui.clip.addEventListener("loadeddata", drawClipBoxes);
+(function follow() {  // smoother than timeupdate's ~4 per second while it plays
+  if (!ui.clip.hidden && !ui.clip.paused) drawClipBoxes();
+  requestAnimationFrame(follow);
+})();
 
 // Labels that would overlap show the age only (the selected face keeps its range, on top).
 function fitLabels() {
