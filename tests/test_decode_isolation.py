@@ -198,3 +198,15 @@ def test_a_client_that_hangs_up_stops_its_decode():
                 pass
         assert wait_for(lambda: replaced(base).get("client_gone", 0) > before)
         assert_still_serves(base)
+
+
+def test_a_clip_over_its_cpu_budget_is_stopped_and_the_service_goes_on():
+    from testkit import encode_clip, fixture_faces, moving_faces
+
+    clip = encode_clip(moving_faces(fixture_faces()[:2], size=(1280, 720), seconds=6, face_side=200), fps=30)
+    with running_service({"DAA_VIDEO_CPU_S": "0.3"}) as (base, _):
+        r = httpx.post(base + "/estimate/video", files={"file": ("c.mp4", clip)}, timeout=60)
+        assert (r.status_code, r.json()["code"]) == (422, "image_too_costly"), r.text[:300]
+        assert r.json()["detail"] == {"cpu_s": 0.3}
+        assert replaced(base).get("cpu", 0) == 1
+        assert_still_serves(base)
