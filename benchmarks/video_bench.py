@@ -36,6 +36,7 @@ from PIL import Image, ImageEnhance, ImageFilter
 
 from model.fusion import FRAME_ERROR_CORRELATION, FUSED_RANGE_SCALE, fuse
 from model.pipeline import AgePipeline
+from model.tracking import iou
 from testkit import encode_clip, running_service
 
 SIZE = (640, 480)
@@ -99,13 +100,15 @@ def synthetic_clip(
 
 
 def owner_of(box: tuple[float, float, float, float], tiles: list[tuple[float, float, float, float]]) -> int:
-    """Which pasted face a detection is: the last pasted tile (the one on top) holding the box's centre."""
-    cx, cy = (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
-    for j in range(len(tiles) - 1, -1, -1):
-        x1, y1, x2, y2 = tiles[j]
-        if x1 <= cx <= x2 and y1 <= cy <= y2:
-            return j
-    return -1
+    """Which pasted face a detection is: the tile whose face (its central 60%, where a UTKFace chip's face is)
+    the detection overlaps most; -1 when it overlaps none."""
+    best, owner = 0.05, -1
+    for j, (x1, y1, x2, y2) in enumerate(tiles):
+        m = 0.2 * (x2 - x1)
+        overlap = iou(box, (x1 + m, y1 + m, x2 - m, y2 - m))
+        if overlap > best:
+            best, owner = overlap, j
+    return owner
 
 
 def evaluate_clip(
