@@ -363,3 +363,14 @@ def fixture_faces(margin: float = 1.8) -> list[Image.Image]:
             cx, cy, side = (x1 + x2) / 2, (y1 + y2) / 2, max(x2 - x1, y2 - y1) * margin
             chips.append(photo.crop((int(cx - side / 2), int(cy - side / 2), int(cx + side / 2), int(cy + side / 2))))
     return chips
+
+
+def gradient_jpeg(side: int = 6000) -> bytes:
+    """A valid 6000x6000 JPEG of under 1 MB whose decode and search take most of a second of CPU here."""
+    ramp = np.linspace(0, 255, side, dtype=np.uint8)
+    return encode(Image.fromarray(np.stack([np.tile(ramp, (side, 1))] * 3, -1)), "JPEG", quality=90)
+
+
+def blank_png(side: int) -> bytes:
+    """A flat side x side RGB PNG: a small file that decodes to 3 x side^2 bytes."""
+    return encode(Image.new("RGB", (side, side), (80, 80, 80)), "PNG")

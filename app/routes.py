@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from enum import Enum
 from typing import Annotated, Any
 
@@ -128,11 +128,25 @@ def overloaded(service: Service, what: str) -> APIError:
     )
 
 
+def box_of(box: Sequence[float]) -> Box:
+    return Box(x1=box[0], y1=box[1], x2=box[2], y2=box[3])
+
+
+def timing_of(seconds: dict[str, float], total_s: float) -> Timing:
+    """The pipeline's seconds per stage as the response's milliseconds."""
+    return Timing(
+        decode_ms=round(seconds["decode"] * 1000, 2),
+        detect_ms=round(seconds["detect"] * 1000, 2),
+        estimate_ms=round(seconds["estimate"] * 1000, 2),
+        total_ms=round(total_s * 1000, 2),
+    )
+
+
 def to_response(result: PhotoResult, service: Service, include_deltas: bool, total_s: float) -> EstimateResponse:
     est = service.pipeline.estimator
     faces = [
         FaceEstimate(
-            box=Box(x1=f.detection.box[0], y1=f.detection.box[1], x2=f.detection.box[2], y2=f.detection.box[3]),
+            box=box_of(f.detection.box),
             detection_score=min(max(f.detection.score, 0.0), 1.0),
             landmarks=[Point(x=x, y=y) for x, y in f.detection.landmarks],
             age=round(f.age, 3),
@@ -142,19 +156,13 @@ def to_response(result: PhotoResult, service: Service, include_deltas: bool, tot
         )
         for f in result.faces
     ]
-    t = result.timing
     return EstimateResponse(
         faces=faces,
         reference_ages=result.reference_ages,
         min_face_size=round(result.min_face_size, 1),
         image=ImageInfo(width=result.width, height=result.height, format=result.format),
         model=ModelRef(name=est.name, version=est.version),
-        timing=Timing(
-            decode_ms=round(t["decode"] * 1000, 2),
-            detect_ms=round(t["detect"] * 1000, 2),
-            estimate_ms=round(t["estimate"] * 1000, 2),
-            total_ms=round(total_s * 1000, 2),
-        ),
+        timing=timing_of(result.timing, total_s),
     )
 
 

@@ -11,12 +11,20 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from app.errors import APIError
 from app.multipart import Upload
-from app.routes import ERRORS, VIDEO_UPLOAD_SCHEMA_NAME, DetectorChoice, connected, get_service, serve_upload, upload_body
+from app.routes import (
+    ERRORS,
+    VIDEO_UPLOAD_SCHEMA_NAME,
+    DetectorChoice,
+    box_of,
+    connected,
+    get_service,
+    serve_upload,
+    timing_of,
+    upload_body,
+)
 from app.schemas import (
     AgeRange,
-    Box,
     ModelRef,
-    Timing,
     TrackEstimate,
     TrackFrame,
     VideoEstimateResponse,
@@ -47,7 +55,7 @@ def to_video_response(result: VideoResult, service: Service, include_frames: boo
             frames = [
                 TrackFrame(
                     t=t,
-                    box=Box(x1=f.detection.box[0], y1=f.detection.box[1], x2=f.detection.box[2], y2=f.detection.box[3]),
+                    box=box_of(f.detection.box),
                     detection_score=min(max(f.detection.score, 0.0), 1.0),
                     age=round(f.age, 3),
                     uncertainty=round(f.spread, 3),
@@ -67,7 +75,7 @@ def to_video_response(result: VideoResult, service: Service, include_frames: boo
                 frame_estimates=frames,
             )
         )
-    info, t = result.info, result.timing
+    info = result.info
     return VideoEstimateResponse(
         tracks=tracks,
         fps=result.fps,
@@ -83,12 +91,7 @@ def to_video_response(result: VideoResult, service: Service, include_frames: boo
             frames_sampled=info.frames_sampled,
         ),
         model=ModelRef(name=est.name, version=est.version),
-        timing=Timing(
-            decode_ms=round(t["decode"] * 1000, 2),
-            detect_ms=round(t["detect"] * 1000, 2),
-            estimate_ms=round(t["estimate"] * 1000, 2),
-            total_ms=round(total_s * 1000, 2),
-        ),
+        timing=timing_of(result.timing, total_s),
     )
 
 

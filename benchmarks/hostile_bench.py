@@ -20,7 +20,6 @@ Peak resident memory of the server and its decode processes (sum of their VmHWM)
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import socket
 import statistics
@@ -32,24 +31,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
-import numpy as np
-from PIL import Image
 
-from testkit import CORPUS, fixture_bytes, proc_status_kib, process_tree, process_tree_cpu_s, running_service
-
-
-def gradient_jpeg(side: int = 6000) -> bytes:
-    ramp = np.linspace(0, 255, side, dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(np.stack([np.tile(ramp, (side, 1))] * 3, -1)).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
-
-
-def blank_png(side: int) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (side, side), (80, 80, 80)).save(buf, "PNG")
-    return buf.getvalue()
-
+from testkit import (
+    CORPUS,
+    blank_png,
+    fixture_bytes,
+    gradient_jpeg,
+    proc_status_kib,
+    process_tree,
+    process_tree_cpu_s,
+    running_service,
+)
 
 EXTRA: dict[str, Callable[[], bytes]] = {
     "valid 6000x6000 JPEG (860 KB, ~0.9 s to decode and search)": gradient_jpeg,

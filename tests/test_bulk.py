@@ -37,6 +37,20 @@ def rows_of(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
+def rows_by_file(out: Path) -> dict[str, list[dict]]:
+    """The rows of a run's output (CSV, JSONL or Parquet), by file name."""
+    if out.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        rows = pq.read_table(out).to_pylist()
+    else:
+        rows = rows_of(out)
+    by_file: dict[str, list[dict]] = {}
+    for row in rows:
+        by_file.setdefault(Path(row["file"]).name, []).append(row)
+    return by_file
+
+
 def test_inputs_mix_folders_lists_and_files(photos):
     paths = list(expand([photos, photos / "list.txt", photos / "rocket.jpg"]))
     names = [Path(p).name for p in paths]
@@ -47,15 +61,7 @@ def test_inputs_mix_folders_lists_and_files(photos):
 def test_one_row_per_face_and_an_error_row_per_failed_photo(photos, tmp_path, suffix):
     out = tmp_path / f"ages{suffix}"
     assert main([str(photos), str(photos / "list.txt"), "--out", str(out), "--workers", "1", "--no-progress"]) == 0
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(out).to_pylist()
-    else:
-        rows = rows_of(out)
-    by_file: dict[str, list[dict]] = {}
-    for row in rows:
-        by_file.setdefault(Path(row["file"]).name, []).append(row)
+    by_file = rows_by_file(out)
     assert len(by_file["group.jpg"]) == 3 and [str(r["face"]) for r in by_file["group.jpg"]] == ["0", "1", "2"]
     (astronaut,) = by_file["astronaut.jpg"]
     assert 15 < float(astronaut["age"]) < 70 and float(astronaut["age_low"]) < float(astronaut["age"])
@@ -214,15 +220,7 @@ def test_clips_in_a_collection_give_one_row_per_track(tmp_path, suffix):
     (tmp_path / "in" / "broken.webm").write_bytes(b"not a clip")
     out = tmp_path / f"ages{suffix}"
     assert main([str(tmp_path / "in"), "--out", str(out), "--workers", "1", "--no-progress", "--deltas"]) == 0
-    if suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        rows = pq.read_table(out).to_pylist()
-    else:
-        rows = rows_of(out)
-    by_file: dict[str, list[dict]] = {}
-    for row in rows:
-        by_file.setdefault(Path(row["file"]).name, []).append(row)
+    by_file = rows_by_file(out)
     tracks = by_file["two.mp4"]
     assert len(tracks) == 2 and [str(t["face"]) for t in tracks] == ["1", "2"]
     for t in tracks:

@@ -4,7 +4,6 @@ admission slot, and uploads beyond the memory budget get a 503 the client can re
 
 from __future__ import annotations
 
-import io
 import json
 import os
 import socket
@@ -13,27 +12,11 @@ import time
 from collections.abc import Iterator
 
 import httpx
-import numpy as np
 import pytest
-from PIL import Image
 
-from testkit import fixture_bytes, process_tree, running_service
+from testkit import blank_png, fixture_bytes, gradient_jpeg, process_tree, running_service
 
 pytestmark = pytest.mark.slow
-
-
-def gradient_jpeg(side: int = 6000) -> bytes:
-    """A valid 6000x6000 JPEG of under 1 MB whose decode takes most of a second of CPU here."""
-    ramp = np.linspace(0, 255, side, dtype=np.uint8)
-    buf = io.BytesIO()
-    Image.fromarray(np.stack([np.tile(ramp, (side, 1))] * 3, -1)).save(buf, "JPEG", quality=90)
-    return buf.getvalue()
-
-
-def blank_png(side: int) -> bytes:
-    buf = io.BytesIO()
-    Image.new("RGB", (side, side), (80, 80, 80)).save(buf, "PNG")
-    return buf.getvalue()
 
 
 def post(base: str, data: bytes, timeout: float = 60) -> httpx.Response:

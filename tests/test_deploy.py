@@ -44,14 +44,16 @@ def test_image_installs_this_checkout_with_pip_and_checks_ready():
     assert "pip install -c /tmp/src/requirements/lock.txt /tmp/src " in cpu and "find_spec('torch') is None" in cpu
     assert 'pip install -c /tmp/src/requirements/lock.txt "/tmp/src[torch]"' in gpu and "ARG TORCH_INDEX_URL" in gpu
     assert "ARG PIP_FIND_LINKS" in cpu and "ENV PIP_FIND_LINKS" not in DOCKERFILE
+    runtime = dockerfile_stage("runtime")  # what both final images are built on
+    assert re.search(r"^HEALTHCHECK .*\n.*/ready", runtime, re.M)
+    assert re.search(r"^USER daa$", runtime, re.M)  # not root
     for target, model in (("cpu", ".onnx"), ("gpu", ".pt")):
         final = dockerfile_stage(target)
-        assert re.search(r"^HEALTHCHECK .*\n.*/ready", final, re.M)
-        assert re.search(r"^USER daa$", final, re.M)  # not root
+        assert final.startswith(f"FROM runtime AS {target}")
         # Only the builder's venv reaches the image, and it serves the bundled model of its runtime.
         assert f"COPY --from=build-{target} /opt/daa /opt/daa" in final
         assert re.search(rf"^ENV DAA_CHECKPOINT=/opt/daa/share/daa-age/models/daa-\S+{re.escape(model)}$", final, re.M)
-    assert DOCKERFILE.rstrip().split("\n\n")[-1].startswith("FROM base AS cpu")  # the default target
+    assert DOCKERFILE.rstrip().split("\n\n")[-1].startswith("FROM runtime AS cpu")  # the default target
     assert "ARG BASE_IMAGE" in DOCKERFILE
     ignored = (ROOT / ".dockerignore").read_text().split()
     assert {"tests", "data", "cache", "runs", ".git"} <= set(ignored)
