@@ -4,6 +4,7 @@ admission slot, and uploads beyond the memory budget get a 503 the client can re
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
@@ -14,7 +15,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from testkit import blank_png, fixture_bytes, gradient_jpeg, process_tree, running_service
+from testkit import ROOT, blank_png, fixture_bytes, gradient_jpeg, process_tree, running_service
 
 pytestmark = pytest.mark.slow
 
@@ -27,15 +28,6 @@ def replaced(base: str) -> dict[str, float]:
     prefix = "daa_decode_workers_replaced_total{"
     lines = httpx.get(base + "/metrics").text.splitlines()
     return {line.split('"')[1]: float(line.split()[-1]) for line in lines if line.startswith(prefix)}
-
-
-def wait_for(check, timeout: float = 10.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.1)
-    return False
 
 
 def assert_still_serves(base: str) -> None:
@@ -170,17 +162,54 @@ def test_an_upload_beyond_the_memory_budget_reads_a_503_not_a_reset(tight):
     assert_still_serves(base)
 
 
-def test_a_client_that_hangs_up_stops_its_decode():
-    with running_service({"DAA_DECODE_CPU_S": "30"}) as (base, _):
-        before = replaced(base).get("client_gone", 0)
-        data = gradient_jpeg()
-        for _ in range(3):
-            try:
-                post(base, data, timeout=0.3)
-            except httpx.TimeoutException:
-                pass
-        assert wait_for(lambda: replaced(base).get("client_gone", 0) > before)
-        assert_still_serves(base)
+def test_a_decode_whose_client_hung_up_is_killed_and_replaced():
+    """The pool itself, with a real decode process: ``cancel`` set while the photo decodes kills that process and a
+    fresh one serves the next photo (the server sets ``cancel`` when ``request.is_disconnected()``)."""
+    from app.front_workers import FrontSpec, FrontWorkers
+    from model.detection import DetectorSettings
+    from model.options import PipelineLimits, PipelineOptions
+    from model.pipeline import ClientGone, load_estimator
+
+    crop = load_estimator(ROOT / "models" / "daa-dlibface150-distilled-utkface.onnx").crop_spec
+    reasons: list[str] = []
+    pool = FrontWorkers(FrontSpec(DetectorSettings(), crop, PipelineLimits()), 1, on_replace=reasons.append)
+    try:
+        (first,) = pool.pids()
+        cancel = threading.Event()
+        threading.Timer(0.05, cancel.set).start()  # the decode of this photo takes 0.2-0.9 s of CPU
+        t0 = time.monotonic()
+        with pytest.raises(ClientGone):
+            pool.prepare(gradient_jpeg(), PipelineOptions(), cancel)
+        assert time.monotonic() - t0 < 0.5 and reasons == ["client_gone"]
+        prepared = pool.prepare(fixture_bytes("astronaut.jpg"), PipelineOptions(), threading.Event())
+        assert len(prepared.faces) == 1
+        assert pool.pids() and first not in pool.pids()
+    finally:
+        pool.close()
+
+
+def test_the_server_cancels_a_decode_as_soon_as_its_client_is_gone():
+    """``run_async`` sets ``cancel`` while the front half runs once ``still_wanted`` says no, and answers ClientGone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from model.options import PipelineOptions
+    from model.pipeline import AgePipeline, ClientGone
+
+    pipeline = AgePipeline.load(ROOT / "models" / "daa-dlibface150-distilled-utkface.onnx")
+    seen: list[bool] = []
+
+    def front(data: bytes, options: PipelineOptions, cancel: threading.Event):  # type: ignore[no-untyped-def]
+        seen.append(cancel.wait(10))  # a decode that only a cancel ends
+        raise ClientGone("stopped")
+
+    async def gone() -> bool:
+        return False
+
+    with ThreadPoolExecutor(1) as executor:
+        run = pipeline.run_async(b"x", PipelineOptions(), executor, None, still_wanted=gone, prepare=front)  # type: ignore[arg-type]
+        with pytest.raises(ClientGone):
+            asyncio.run(run)
+    assert seen == [True]
 
 
 def test_a_clip_over_its_cpu_budget_is_stopped_and_the_service_goes_on():
