@@ -243,7 +243,7 @@ class FrontWorkers:
         return self._answer(reply)
 
     def _ask(self, worker: FrontWorker, job: tuple[Any, ...], cpu_s: float, cancel: threading.Event) -> tuple[Any, ...]:
-        wall_s = max(cpu_s * self.limits.wall_factor, 5.0)
+        wall_s = self.limits.wall_s(cpu_s)
         worker.conn.send((*job, cpu_s))
         deadline = time.monotonic() + wall_s
         while not worker.conn.poll(0.05):

@@ -238,7 +238,7 @@ async def serve_upload(request: Request, service: Service, max_bytes: int, work:
     """The steps every upload route shares: reserve the body's memory, receive it, admit it, run ``work`` on it,
     and give each failure its status (a client that went away: 499, logged in one line)."""
     settings = service.settings
-    _, declared = check_upload_head(request, max_bytes)
+    boundary, declared = check_upload_head(request, max_bytes)
     # The body is held in memory from here until it is decoded: reserve what it says it is.
     reserved = min(declared or max_bytes, max_bytes) + ENVELOPE_BYTES
     if not service.uploads.try_reserve(reserved):
@@ -247,7 +247,7 @@ async def serve_upload(request: Request, service: Service, max_bytes: int, work:
         await drain_upload(request, max_bytes + ENVELOPE_BYTES, DRAIN_TIMEOUT_S)
         raise overloaded(service, f"{settings.max_upload_memory_mb} MiB of uploads in progress")
     try:
-        upload = await receive_upload(request, max_bytes, settings.body_timeout_s, settings.min_upload_rate)
+        upload = await receive_upload(request, boundary, max_bytes, settings.body_timeout_s, settings.min_upload_rate)
         # Admitted once the body is here: a client that trickles its body holds no admission slot meanwhile.
         if not service.admission.try_enter():
             raise overloaded(service, f"{service.admission.limit} requests in progress")

@@ -11,9 +11,9 @@ from typing import Any
 
 from app.batching import MicroBatcher
 from app.front_workers import FrontSpec, FrontWorkers, run_front, run_front_video
+from app.multipart import Upload
 from app.settings import Settings
 from app.telemetry import Telemetry
-from app.uploads import Upload
 from model.options import PipelineOptions
 from model.pipeline import AgePipeline, Prepared, PreparedVideo
 

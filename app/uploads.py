@@ -42,12 +42,12 @@ def check_upload_head(request: Request, max_bytes: int) -> tuple[bytes, int | No
 
 
 async def receive_upload(
-    request: Request, max_bytes: int, timeout_s: float, min_rate: float = 0.0, grace_s: float = 2.0
+    request: Request, boundary: bytes, max_bytes: int, timeout_s: float, min_rate: float = 0.0, grace_s: float = 2.0
 ) -> Upload:
-    """The whole body, held in memory, refused as soon as it passes ``max_bytes`` plus the envelope. Raises
+    """The whole body (``boundary``: :func:`check_upload_head`'s), held in memory, refused as soon as it passes
+    ``max_bytes`` plus the envelope. Raises
     :class:`APIError` 408 when it has not arrived within ``timeout_s``, or when after ``grace_s`` it arrives at
     less than ``min_rate`` bytes per second on average (a slow body holds its connection only so long)."""
-    boundary, _ = check_upload_head(request, max_bytes)
     body = bytearray()
     start = time.monotonic()
     deadline = start + timeout_s

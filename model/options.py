@@ -39,9 +39,9 @@ class WorkerLimits:
     memory_bytes: int = 1024 * 1024 * 1024
     wall_factor: float = 5.0  # the backstop is this many times cpu_s (only a wait, never CPU, can reach it)
 
-    @property
-    def wall_s(self) -> float:
-        return max(self.cpu_s * self.wall_factor, 5.0)
+    def wall_s(self, cpu_s: float) -> float:
+        """The wall-clock backstop for a job of ``cpu_s`` CPU seconds (a photo's or a clip's)."""
+        return max(cpu_s * self.wall_factor, 5.0)
 
 
 @dataclass(frozen=True)
