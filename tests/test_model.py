@@ -12,7 +12,7 @@ from model.encoders import create_encoder, list_encoders
 from model.factory import build_model, count_parameters
 from model.inference import predict_with_flip
 from model.network import DAAOutput
-from training.losses import daa_loss, reference_loss
+from training.losses import daa_loss, distillation_loss, reference_loss
 
 EPS = 1e-5
 
@@ -259,6 +259,24 @@ def test_losses_are_smooth_l1_as_eq_10_and_the_reference_term_state():
     out = DAAOutput(age=torch.tensor([5.0]), spread=torch.tensor([0.0]), deltas=torch.tensor([[-5.0, 4.5]]), references=refs)
     # estimates 5 and 5.5 against 5: errors 0 and 0.5 cost 0 and 0.5 * 0.5^2 = 0.125
     assert reference_loss(out, torch.tensor([5.0])).item() == pytest.approx(0.0625)
+
+
+def test_distillation_matches_the_teachers_estimates_and_optionally_its_spread():
+    refs = torch.tensor([0, 10])
+    # Teacher: estimates 4 and 6 (age 5, own spread 1) but a reported spread of 3 (its members disagree).
+    teacher = DAAOutput(
+        age=torch.tensor([5.0]), spread=torch.tensor([3.0]), deltas=torch.tensor([[-4.0, 4.0]]), references=refs
+    )
+    student = DAAOutput(
+        age=torch.tensor([5.0]), spread=torch.tensor([1.0]), deltas=torch.tensor([[-4.0, 4.0]]), references=refs
+    )
+    assert distillation_loss(student, teacher).item() == pytest.approx(0.0)
+    # With the spread, the targets are 5 -+ 3 = 2 and 8: errors 2 each, costing 2 - 0.5.
+    assert distillation_loss(student, teacher, spread=True).item() == pytest.approx(1.5)
+    stretched = DAAOutput(
+        age=torch.tensor([5.0]), spread=torch.tensor([3.0]), deltas=torch.tensor([[-2.0, 2.0]]), references=refs
+    )
+    assert distillation_loss(stretched, teacher, spread=True).item() == pytest.approx(0.0)
 
 
 def test_flip_prediction_pools_both_crops():

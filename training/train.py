@@ -47,6 +47,9 @@ class TrainConfig:
     # Weight of the distillation term (training/losses.py) when a teacher checkpoint is given: the student matches
     # the teacher's per-reference estimates on the same augmented batch, besides the labels.
     distill_weight: float = 1.0
+    # Distil the teacher's reported spread as well as its estimates (training/losses.py), so that one network
+    # reports the disagreement of the ensemble it learns from: the uncertainty that ranks errors.
+    distill_spread: bool = False
     optimizer: str = "adam"  # "adamw": decoupled decay, which leaves a pretrained encoder's small weights alone
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 0
@@ -250,7 +253,7 @@ def _train(
             if cfg.reference_loss_weight:
                 loss = loss + cfg.reference_loss_weight * reference_loss(out, y)
             if teacher_model is not None:
-                loss = loss + cfg.distill_weight * distillation_loss(out, taught)
+                loss = loss + cfg.distill_weight * distillation_loss(out, taught, cfg.distill_spread)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
