@@ -12,16 +12,16 @@ import pytest
 from PIL import Image
 
 from app.batching import BatchFailed, MicroBatcher, QueueFull
-from app.settings import Settings, default_checkpoint
+from app.settings import Settings
 from model.detectors.mtcnn import MTCNNDetector
 from model.estimator import Estimator
 from model.faces import crop_face
-from testkit import FIXTURES, fixture_bytes, make_client, post_image
+from testkit import DEFAULT_NETWORK, FIXTURES, fixture_bytes, make_client, post_image
 
 
 @pytest.fixture(scope="module")
 def estimator() -> Estimator:
-    return Estimator(str(default_checkpoint().with_suffix(".pt")), "cpu", flip_tta=False)
+    return Estimator(str(DEFAULT_NETWORK), "cpu", flip_tta=False)
 
 
 @pytest.fixture(scope="module")

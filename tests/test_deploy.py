@@ -152,6 +152,7 @@ def test_the_wheel_ships_the_model_and_the_page_and_nothing_else(tmp_path):
     default = "share/daa-age/models/daa-dlibface150-distilled-utkface.pt"  # what default_checkpoint() finds
     assert any(n.endswith(default) for n in names)
     assert any(n.endswith(default.replace(".pt", ".onnx")) for n in names)  # the same network, servable without torch
+    assert any(n.endswith(default.replace(".pt", ".int8.onnx")) for n in names)  # and in int8: the CPU default
     assert any(n.endswith("share/daa-age/models/yunet.onnx") for n in names)  # the default detector
     assert {"app/static/index.html", "app/static/app.js", "app/static/style.css"} <= set(names)
     assert {"app/py.typed", "model/py.typed"} <= set(names)  # typed packages, as declared

@@ -111,10 +111,10 @@ def test_mtcnn_without_torch_names_the_extra():
     assert proc.returncode != 0 and "daa-age[torch]" in proc.stderr
 
 
-def test_the_default_model_is_the_graph():
+def test_the_default_model_is_the_int8_form_of_the_graph():
     from app.settings import default_checkpoint
 
-    assert default_checkpoint() == DEFAULT_GRAPH
+    assert default_checkpoint() == DEFAULT_GRAPH.with_suffix(".int8.onnx")
 
 
 def test_a_corrupt_graph_is_a_checkpoint_error(tmp_path):

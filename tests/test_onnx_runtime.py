@@ -7,7 +7,6 @@ import pytest
 import torch
 from PIL import Image
 
-from app.settings import default_checkpoint
 from model.config import ModelConfig
 from model.detection import DetectorSettings
 from model.detectors.mtcnn import MTCNNDetector
@@ -15,7 +14,7 @@ from model.estimator import Estimator
 from model.faces import crop_face
 from model.factory import build_model
 from model.onnx_runtime import OrtEncoder, resolve_runtime
-from testkit import FIXTURES
+from testkit import DEFAULT_NETWORK, FIXTURES
 
 
 @pytest.mark.parametrize("encoder,size", [("dlib_resnet", 64), ("c3ae", None), ("resnet18", None)])
@@ -43,8 +42,8 @@ def test_detector_finds_the_same_faces():
 def test_served_ages_match_torch():
     group = Image.open(FIXTURES / "group.jpg").convert("RGB")
     faces = MTCNNDetector(DetectorSettings(min_face_size=20)).detect(group)
-    a_est = Estimator(str(default_checkpoint().with_suffix(".pt")), "cpu", True, runtime="torch")
-    b_est = Estimator(str(default_checkpoint().with_suffix(".pt")), "cpu", True, runtime="onnxruntime")
+    a_est = Estimator(str(DEFAULT_NETWORK), "cpu", True, runtime="torch")
+    b_est = Estimator(str(DEFAULT_NETWORK), "cpu", True, runtime="onnxruntime")
     # The crops the served model reads (its own crop spec: 150 px, scale 1.5 for the default).
     crops = np.stack([crop_face(group, f, a_est.crop_spec) for f in faces])
     a, b = a_est.estimate(crops, 1), b_est.estimate(crops, 1)

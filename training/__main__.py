@@ -1,4 +1,4 @@
-"""``python -m training {preprocess,split,train,evaluate,export,export-onnx,blend,groups,convert-dlib}``: the
+"""``python -m training {preprocess,split,train,evaluate,export,export-onnx,quantize,blend,groups,convert-dlib}``: the
 researcher's command line.
 
 Every training option is a flag, and ``--config FILE.json`` supplies any of them (flags given on the command line
@@ -165,10 +165,21 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_evaluate(args: argparse.Namespace) -> None:
     from training.evaluate import evaluate, write_report
 
+    intervals = [int(k) for k in args.intervals.split(",")]
+    if args.checkpoint.suffix == ".onnx":  # an exported graph, served by ONNX Runtime
+        from model.onnx_estimator import OnnxEstimator
+        from training.evaluate import evaluate_graph
+
+        cache = ensure_cache(args, OnnxEstimator(args.checkpoint).crop_spec, str(args.checkpoint))
+        data = subset(cache, ensure_split(args)[args.subset])
+        report = evaluate_graph(args.checkpoint, data, intervals, flip=args.flip)
+        report["subset"], report["split_file"] = args.subset, str(args.split)
+        write_report(report, args.out)
+        print(f"wrote {args.out}")
+        return
     payload = read_checkpoint(args.checkpoint)  # read once: its crop picks the cache, then it is evaluated
     cache = ensure_cache(args, parse_config(payload["config"]).crop, str(args.checkpoint))
     data = subset(cache, ensure_split(args)[args.subset])
-    intervals = [int(k) for k in args.intervals.split(",")]
     report = evaluate(args.checkpoint, data, intervals, args.device, flip=args.flip, payload=payload)
     report["subset"], report["split_file"] = args.subset, str(args.split)
     write_report(report, args.out)
@@ -194,6 +205,13 @@ def cmd_export_onnx(args: argparse.Namespace) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # the tracer's notes on constants (the graph is checked by the tests)
         print("wrote", export_onnx(args.checkpoint, args.out))
+
+
+def cmd_quantize(args: argparse.Namespace) -> None:
+    from training.quantize import quantise
+
+    print(json.dumps(quantise(args.graph, args.cache, args.split, args.out, args.calibrate), indent=1))
+    print("wrote", args.out)
 
 
 def cmd_triton(args: argparse.Namespace) -> None:
@@ -328,6 +346,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--report", type=Path, required=True, help="evaluate's JSON")
     p.add_argument("--labels", type=Path, required=True, help="labels.csv with file,age,gender,race")
     p.set_defaults(func=cmd_groups)
+
+    p = sub.add_parser("quantize", help="an export-onnx graph with its encoder in int8 (the range refitted)")
+    p.add_argument("--graph", type=Path, required=True, help="an export-onnx graph")
+    p.add_argument("--cache", type=Path, required=True, help="crop cache made with the graph's crop")
+    p.add_argument("--split", type=Path, required=True, help="split JSON: train calibrates, val refits the range")
+    p.add_argument("--calibrate", type=int, default=256, help="train crops to calibrate the activations on")
+    p.add_argument("--out", type=Path, required=True)
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("convert-dlib", help="convert the CC0 dlib age network into encoder weights")
     p.add_argument("rest", nargs=argparse.REMAINDER)

@@ -80,6 +80,41 @@ def evaluate(
     return report
 
 
+def evaluate_graph(graph: Path, data: CropCache, intervals: list[int], flip: bool = False, batch_size: int = 64) -> dict:
+    """:func:`evaluate` for an exported ONNX graph (e.g. a ``training quantize`` one), served as the service serves
+    it (:class:`model.onnx_estimator.OnnxEstimator`, its own range model)."""
+    from model.onnx_estimator import OnnxEstimator
+
+    est = OnnxEstimator(graph, flip_tta=flip)
+    report: dict = {
+        "checkpoint": str(graph),
+        "model": est.config.to_dict(),
+        "images": len(data),
+        "no_face_fallbacks": int((~data.detected).sum()),
+        "flip_tta": flip,
+        "results": {},
+    }
+    for k in intervals:
+        t0 = time.time()
+        chunks = (np.asarray(data.crops[i : i + batch_size]) for i in range(0, len(data), batch_size))
+        out = [r for chunk in chunks for r in est.estimate(chunk, k)]
+        pred, spread = np.array([r.age for r in out]), np.array([r.spread for r in out])
+        res = age_metrics(pred, data.ages)
+        res["uncertainty"] = uncertainty_metrics(pred, spread, data.ages, est.range_model)
+        res["seconds"] = round(time.time() - t0, 1)
+        report["results"][str(k)] = res
+        if k == intervals[0]:
+            report["predictions"] = {
+                "names": data.names,
+                "true": data.ages.tolist(),
+                "pred": np.round(pred, 3).tolist(),
+                "spread": np.round(spread, 4).tolist(),
+            }
+        print(f"interval {k:>2}: MAE {res['mae']:.3f}  CA3 {res['ca3']:.1f}  CA5 {res['ca5']:.1f}  CA7 {res['ca7']:.1f}")
+    report["training_metadata"] = {k: v for k, v in est.metadata.items() if k != "split"}
+    return report
+
+
 def write_report(report: dict, path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(report, indent=1))

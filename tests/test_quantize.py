@@ -1,0 +1,76 @@
+"""The int8 graph: the shipped CPU default against the float graph it came from, and ``training quantize``
+end to end on a small cache."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import numpy as np
+
+from model.onnx_estimator import OnnxEstimator
+from model.pipeline import AgePipeline
+from testkit import fixture_bytes
+
+ROOT = Path(__file__).resolve().parent.parent
+FLOAT = ROOT / "models" / "daa-dlibface150-distilled-utkface.onnx"
+INT8 = ROOT / "models" / "daa-dlibface150-distilled-utkface.int8.onnx"
+
+
+def test_the_default_is_the_int8_graph():
+    from app.settings import Settings
+
+    assert Settings().checkpoint.resolve() == INT8.resolve()
+
+
+def test_the_shipped_int8_graph_keeps_the_float_graphs_error_and_has_its_own_range():
+    q, f = OnnxEstimator(INT8), OnnxEstimator(FLOAT)
+    figures = q.metadata["quantisation"]
+    assert figures["val_images"] > 2000 and figures["val_mae_int8"] - figures["val_mae_float"] < 0.05
+    assert q.name == f.name and q.version == f.version + "+int8"
+    assert q.range_model is not None and q.range_model != f.range_model  # refitted on the int8 graph's errors
+    for name in ("astronaut.jpg", "group.jpg"):
+        a = AgePipeline.load(INT8).run(fixture_bytes(name))
+        b = AgePipeline.load(FLOAT).run(fixture_bytes(name))
+        assert len(a.faces) == len(b.faces) >= 1
+        for x, y in zip(a.faces, b.faces):
+            assert abs(x.age - y.age) < 3.0 and x.detection.box == y.detection.box
+
+
+def test_training_quantize_writes_a_servable_graph_with_a_refitted_range(tmp_path):
+    from training.__main__ import main
+
+    size = OnnxEstimator(FLOAT).crop_spec.size
+    rng = np.random.default_rng(0)
+    names = [f"{i}.jpg" for i in range(40)]
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    np.save(cache / "crops.npy", rng.integers(0, 256, (40, size, size, 3), dtype=np.uint8))
+    with open(cache / "index.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["name", "age", "subject", "detected"])
+        w.writerows([n, 5 + i * 2, "", 1] for i, n in enumerate(names))
+    split = tmp_path / "split.json"
+    split.write_text(json.dumps({"train": names[:24], "val": names[24:], "test": []}))
+    out = tmp_path / "q.onnx"
+    main(
+        [
+            "quantize",
+            "--graph",
+            str(FLOAT),
+            "--cache",
+            str(cache),
+            "--split",
+            str(split),
+            "--calibrate",
+            "16",
+            "--out",
+            str(out),
+        ]
+    )
+    q = OnnxEstimator(out)
+    assert q.metadata["quantisation"]["calibration_crops"] == 16 and q.metadata["quantisation"]["val_images"] == 16
+    assert out.stat().st_size < FLOAT.stat().st_size / 2  # int8 weights
+    (result,) = q.estimate(np.asarray(np.load(cache / "crops.npy")[:1]), 1)
+    assert np.isfinite(result.age) and q.age_range(result.age, result.spread)[1] > result.age
