@@ -60,19 +60,21 @@ class Track:
             mixed = APPEARANCE_MEMORY * self.look + (1 - APPEARANCE_MEMORY) * look
             self.look = mixed / max(float(np.linalg.norm(mixed)), 1e-9)
 
+    def looks(self) -> list[np.ndarray]:
+        """What this face is compared by: its clean looks, or its running look when it has none."""
+        return self.gallery or ([self.look] if self.look is not None else [])
+
     def likeness(self, look: np.ndarray) -> float | None:
-        """How much ``look`` resembles this face: the best of its clean looks (its running look when it has none)."""
-        if self.gallery:
-            return float(max(g @ look for g in self.gallery))
-        return None if self.look is None else float(self.look @ look)
+        """How much ``look`` resembles this face: the best of :meth:`looks`; None when it has no looks."""
+        return self._best([look])
 
     def resemblance(self, other: Track) -> float | None:
-        """The best likeness between two tracks' clean looks (running looks where a track has none)."""
-        mine = self.gallery or ([self.look] if self.look is not None else [])
-        theirs = other.gallery or ([other.look] if other.look is not None else [])
-        if not mine or not theirs:
-            return None
-        return float(max(a @ b for a in mine for b in theirs))
+        """The best likeness between two tracks' :meth:`looks`."""
+        return self._best(other.looks())
+
+    def _best(self, others: list[np.ndarray]) -> float | None:
+        mine = self.looks()
+        return float(max(a @ b for a in mine for b in others)) if mine and others else None
 
     def predict(self, t: float) -> Box:
         """Where this track's box should be at time ``t``: constant velocity, measured over its last few boxes

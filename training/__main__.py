@@ -163,27 +163,24 @@ def cmd_train(args: argparse.Namespace) -> None:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> None:
-    from training.evaluate import evaluate, write_report
+    from training.evaluate import evaluate, evaluate_graph, write_report
 
     intervals = [int(k) for k in args.intervals.split(",")]
+    payload = None
     if args.checkpoint.suffix == ".onnx":  # an exported graph, served by ONNX Runtime
         from model.onnx_estimator import OnnxEstimator
-        from training.evaluate import evaluate_graph
 
         cache = ensure_cache(args, OnnxEstimator(args.checkpoint).crop_spec, str(args.checkpoint))
         data = subset(cache, ensure_split(args)[args.subset])
         report = evaluate_graph(args.checkpoint, data, intervals, flip=args.flip)
-        report["subset"], report["split_file"] = args.subset, str(args.split)
-        write_report(report, args.out)
-        print(f"wrote {args.out}")
-        return
-    payload = read_checkpoint(args.checkpoint)  # read once: its crop picks the cache, then it is evaluated
-    cache = ensure_cache(args, parse_config(payload["config"]).crop, str(args.checkpoint))
-    data = subset(cache, ensure_split(args)[args.subset])
-    report = evaluate(args.checkpoint, data, intervals, args.device, flip=args.flip, payload=payload)
+    else:
+        payload = read_checkpoint(args.checkpoint)  # read once: its crop picks the cache, then it is evaluated
+        cache = ensure_cache(args, parse_config(payload["config"]).crop, str(args.checkpoint))
+        data = subset(cache, ensure_split(args)[args.subset])
+        report = evaluate(args.checkpoint, data, intervals, args.device, flip=args.flip, payload=payload)
     report["subset"], report["split_file"] = args.subset, str(args.split)
     write_report(report, args.out)
-    if args.plots:
+    if args.plots and payload is not None:  # the style curves need the torch network
         from model.checkpoint import load_checkpoint
         from training.plots import plot_decades, plot_pred_vs_true, plot_style_curves
 
@@ -208,9 +205,11 @@ def cmd_export_onnx(args: argparse.Namespace) -> None:
 
 
 def cmd_quantize(args: argparse.Namespace) -> None:
+    from model.onnx_estimator import OnnxEstimator
     from training.quantize import quantise
 
-    print(json.dumps(quantise(args.graph, args.cache, args.split, args.out, args.calibrate), indent=1))
+    cache = ensure_cache(args, OnnxEstimator(args.graph).crop_spec, str(args.graph))
+    print(json.dumps(quantise(args.graph, cache, ensure_split(args), args.out, args.calibrate), indent=1))
     print("wrote", args.out)
 
 
@@ -348,9 +347,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_groups)
 
     p = sub.add_parser("quantize", help="an export-onnx graph with its encoder in int8 (the range refitted)")
+    _data_args(p)  # the split's train part calibrates, its val part refits the range
     p.add_argument("--graph", type=Path, required=True, help="an export-onnx graph")
-    p.add_argument("--cache", type=Path, required=True, help="crop cache made with the graph's crop")
-    p.add_argument("--split", type=Path, required=True, help="split JSON: train calibrates, val refits the range")
     p.add_argument("--calibrate", type=int, default=256, help="train crops to calibrate the activations on")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_quantize)

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -13,6 +15,9 @@ from model.inference import predict, resolve_device, zero_denormal_weights
 from model.ranges import RangeModel, range_report
 from training.metrics import age_metrics, range_coverage
 from training.preprocess import CropCache
+
+if TYPE_CHECKING:
+    from model.onnx_estimator import OnnxEstimator
 
 
 def uncertainty_metrics(
@@ -50,9 +55,49 @@ def evaluate(
     model, meta = load_checkpoint(checkpoint, map_location=dev, payload=payload)
     zero_denormal_weights(model)
     ranges = RangeModel.from_dict(meta["range_model"]) if isinstance(meta.get("range_model"), dict) else None
+
+    def run(interval: int) -> tuple[np.ndarray, np.ndarray]:
+        return predict(model, data.crops, dev, batch_size, interval=interval, flip=flip)
+
+    return _report(checkpoint, model.config.to_dict(), meta, ranges, data, intervals, flip, run)
+
+
+def evaluate_graph(graph: Path, data: CropCache, intervals: list[int], flip: bool = False, batch_size: int = 64) -> dict:
+    """:func:`evaluate` for an exported ONNX graph (e.g. a ``training quantize`` one), served as the service serves
+    it (:class:`model.onnx_estimator.OnnxEstimator`, its own range model)."""
+    from model.onnx_estimator import OnnxEstimator
+
+    est = OnnxEstimator(graph, flip_tta=flip)
+
+    def run(interval: int) -> tuple[np.ndarray, np.ndarray]:
+        return graph_predictions(est, data.crops, interval, batch_size)
+
+    return _report(graph, est.config.to_dict(), est.metadata, est.range_model, data, intervals, flip, run)
+
+
+def graph_predictions(
+    est: OnnxEstimator, crops: np.ndarray, interval: int = 1, batch_size: int = 64
+) -> tuple[np.ndarray, np.ndarray]:
+    """Ages and spreads of ``crops`` (N x S x S x 3 uint8, may be memory-mapped) from a graph, a batch at a time."""
+    chunks = (np.asarray(crops[i : i + batch_size]) for i in range(0, len(crops), batch_size))
+    out = [r for chunk in chunks for r in est.estimate(chunk, interval)]
+    return np.array([r.age for r in out]), np.array([r.spread for r in out])
+
+
+def _report(
+    checkpoint: Path,
+    config: dict,
+    meta: dict,
+    ranges: RangeModel | None,
+    data: CropCache,
+    intervals: list[int],
+    flip: bool,
+    run: Callable[[int], tuple[np.ndarray, np.ndarray]],
+) -> dict:
+    """The evaluation report of any model: ``run(interval)`` gives its ages and spreads on ``data.crops``."""
     report: dict = {
         "checkpoint": str(checkpoint),
-        "model": model.config.to_dict(),
+        "model": config,
         "images": len(data),
         "no_face_fallbacks": int((~data.detected).sum()),
         "flip_tta": flip,
@@ -60,7 +105,7 @@ def evaluate(
     }
     for k in intervals:
         t0 = time.time()
-        pred, spread = predict(model, data.crops, dev, batch_size, interval=k, flip=flip)
+        pred, spread = run(k)
         res = age_metrics(pred, data.ages)
         res["uncertainty"] = uncertainty_metrics(pred, spread, data.ages, ranges)
         res["seconds"] = round(time.time() - t0, 1)
@@ -77,41 +122,6 @@ def evaluate(
             flush=True,
         )
     report["training_metadata"] = {k: v for k, v in meta.items() if k != "split"}
-    return report
-
-
-def evaluate_graph(graph: Path, data: CropCache, intervals: list[int], flip: bool = False, batch_size: int = 64) -> dict:
-    """:func:`evaluate` for an exported ONNX graph (e.g. a ``training quantize`` one), served as the service serves
-    it (:class:`model.onnx_estimator.OnnxEstimator`, its own range model)."""
-    from model.onnx_estimator import OnnxEstimator
-
-    est = OnnxEstimator(graph, flip_tta=flip)
-    report: dict = {
-        "checkpoint": str(graph),
-        "model": est.config.to_dict(),
-        "images": len(data),
-        "no_face_fallbacks": int((~data.detected).sum()),
-        "flip_tta": flip,
-        "results": {},
-    }
-    for k in intervals:
-        t0 = time.time()
-        chunks = (np.asarray(data.crops[i : i + batch_size]) for i in range(0, len(data), batch_size))
-        out = [r for chunk in chunks for r in est.estimate(chunk, k)]
-        pred, spread = np.array([r.age for r in out]), np.array([r.spread for r in out])
-        res = age_metrics(pred, data.ages)
-        res["uncertainty"] = uncertainty_metrics(pred, spread, data.ages, est.range_model)
-        res["seconds"] = round(time.time() - t0, 1)
-        report["results"][str(k)] = res
-        if k == intervals[0]:
-            report["predictions"] = {
-                "names": data.names,
-                "true": data.ages.tolist(),
-                "pred": np.round(pred, 3).tolist(),
-                "spread": np.round(spread, 4).tolist(),
-            }
-        print(f"interval {k:>2}: MAE {res['mae']:.3f}  CA3 {res['ca3']:.1f}  CA5 {res['ca5']:.1f}  CA7 {res['ca7']:.1f}")
-    report["training_metadata"] = {k: v for k, v in est.metadata.items() if k != "split"}
     return report
 
 

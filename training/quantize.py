@@ -23,10 +23,10 @@ from typing import Any
 import numpy as np
 import onnx
 
-from model.config import CropSpec
 from model.onnx_estimator import OnnxEstimator
 from model.ranges import fit_range_model, range_report
-from training.preprocess import load_cache
+from training.evaluate import graph_predictions
+from training.preprocess import CropCache
 
 CALIBRATION_BATCH = 16
 
@@ -40,8 +40,9 @@ def _batches(crops: np.ndarray) -> Iterator[dict[str, np.ndarray]]:
         yield {"crops": np.ascontiguousarray(crops[i : i + CALIBRATION_BATCH], dtype=np.uint8)}
 
 
-def quantise_encoder(graph: Path, calibration: np.ndarray, out: Path) -> Path:
-    """Write ``graph`` with its encoder's convolutions in int8 (metadata copied unchanged) to ``out``."""
+def quantise_encoder(graph: Path, calibration: np.ndarray, out: Path) -> int:
+    """Write ``graph`` with its encoder's convolutions in int8 (metadata copied unchanged) to ``out``; returns how
+    many convolutions were quantised."""
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     class Reader(CalibrationDataReader):
@@ -59,57 +60,44 @@ def quantise_encoder(graph: Path, calibration: np.ndarray, out: Path) -> Path:
         str(graph), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
     )  # fmt: skip
-    quantised = onnx.load(str(out))
-    del quantised.metadata_props[:]
-    for prop in source.metadata_props:
-        quantised.metadata_props.add(key=prop.key, value=prop.value)
-    onnx.save(quantised, str(out))
-    return out
+    set_metadata(out, {p.key: p.value for p in source.metadata_props}, keep=False)
+    return len(nodes)
 
 
-def _predict(graph: Path, crops: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    est = OnnxEstimator(graph, flip_tta=False)
-    out = [r for i in range(0, len(crops), 64) for r in est.estimate(np.asarray(crops[i : i + 64]), 1)]
-    return np.array([r.age for r in out]), np.array([r.spread for r in out])
-
-
-def _set_metadata(path: Path, updates: dict[str, str]) -> None:
+def set_metadata(path: Path, props: dict[str, str], keep: bool = True) -> None:
+    """Write ``props`` into the graph's metadata, over its own (``keep``) or instead of them."""
     model = onnx.load(str(path))
-    props = {p.key: p.value for p in model.metadata_props}
-    props.update(updates)
+    merged = {p.key: p.value for p in model.metadata_props} if keep else {}
+    merged.update(props)
     del model.metadata_props[:]
-    for key, value in props.items():
+    for key, value in merged.items():
         model.metadata_props.add(key=key, value=value)
     onnx.save(model, str(path))
 
 
 def quantise(
-    graph: Path, cache_dir: Path, split_file: Path, out: Path, calibrate: int = 256, seed: int = 0
+    graph: Path, cache: CropCache, split: dict[str, list[str]], out: Path, calibrate: int = 256, seed: int = 0
 ) -> dict[str, Any]:
-    """Quantise, refit the range on validation, record the figures in the graph; returns them."""
-    cache = load_cache(cache_dir)
-    split = json.loads(split_file.read_text())
+    """Quantise, refit the range on validation, record the figures in the graph; returns them. ``cache``: crops
+    made with the graph's crop (``training/__main__.py`` checks that)."""
     index = {n: i for i, n in enumerate(cache.names)}
     rng = np.random.default_rng(seed)
     train = np.sort(rng.permutation([index[n] for n in split["train"] if n in index])[:calibrate])
     val = np.array(sorted(index[n] for n in split["val"] if n in index))
     crops, ages = np.asarray(cache.crops[val]), cache.ages[val].astype(np.float64)
-    float_est = OnnxEstimator(graph)
-    summary = cache_dir / "summary.json"
-    made = json.loads(summary.read_text()).get("crop") if summary.exists() else None
-    if made is not None and CropSpec.from_dict(made) != float_est.crop_spec:
-        raise ValueError(f"{cache_dir} holds {CropSpec.from_dict(made)} crops, {graph} reads {float_est.crop_spec}")
+    float_est = OnnxEstimator(graph, flip_tta=False)
     with tempfile.TemporaryDirectory() as tmp:
-        staged = quantise_encoder(graph, np.asarray(cache.crops[train]), Path(tmp) / "int8.onnx")
-        pred_float, _ = _predict(graph, crops)
-        pred, spread = _predict(staged, crops)
+        staged = Path(tmp) / "int8.onnx"
+        convolutions = quantise_encoder(graph, np.asarray(cache.crops[train]), staged)
+        pred_float, _ = graph_predictions(float_est, crops)
+        pred, spread = graph_predictions(OnnxEstimator(staged, flip_tta=False), crops)
         ranges = fit_range_model(pred, ages, spread)
         metadata = dict(float_est.metadata)
         metadata["range_model"] = ranges.to_dict()
         figures = {
             "weights": "int8, per output channel",
             "activations": "uint8, calibrated",
-            "convolutions": len(encoder_convolutions(onnx.load(str(graph)))),
+            "convolutions": convolutions,
             "calibration_crops": int(len(train)),
             "val_images": int(len(val)),
             "val_mae_float": round(float(np.abs(pred_float - ages).mean()), 4),
@@ -121,7 +109,7 @@ def quantise(
         version = str(float_est.metadata.get("version", "unknown"))
         metadata["version"] = f"{version}+int8"
         updates = {"daa.metadata": json.dumps(metadata), "daa.version": metadata["version"]}
-        _set_metadata(staged, {**updates, "daa.quantisation": json.dumps(figures)})
+        set_metadata(staged, {**updates, "daa.quantisation": json.dumps(figures)})
         out.parent.mkdir(parents=True, exist_ok=True)
         out.write_bytes(staged.read_bytes())
     return figures
