@@ -126,6 +126,11 @@ class Settings(BaseSettings):
     detection_threshold: float | None = Field(
         _DETECTOR.min_score, ge=0, le=1, description="minimum detection score (default: the detector's own)"
     )
+    detect_detail: float | None = Field(
+        _DETECTOR.detail,
+        ge=12,
+        description="shrink photos for detection while the minimum face keeps this many pixels (default: never)",
+    )
     mtcnn_thresholds: tuple[float, float, float] | None = Field(
         None, description="MTCNN's three stage thresholds (default: its own, 0.6, 0.7, 0.7)"
     )
@@ -199,6 +204,7 @@ class Settings(BaseSettings):
             max_side=self.detect_max_side,
             min_score=self.detection_threshold,
             min_face_size=self.min_face_size,
+            detail=self.detect_detail,
             options=options,
         )
 

@@ -37,6 +37,19 @@ from model.imaging import decode_image
 from testkit import FIXTURES
 
 
+def variant(spec: str) -> DetectorSettings:
+    """``yunet`` or ``yunet:detail=24:target_side=480``: a registered detector with settings (the generic ones by
+    their :class:`DetectorSettings` name, the rest passed to the detector as its own options)."""
+    name, *pairs = spec.split(":")
+    generic: dict[str, Any] = {}
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, value = pair.partition("=")
+        number = float(value) if "." in value else int(value)
+        (generic if key in DetectorSettings.__dataclass_fields__ else options)[key] = number
+    return DetectorSettings(name=name, options=options, **generic)
+
+
 def scene(size: tuple[int, int]) -> Image.Image:
     return Image.open(FIXTURES / "rocket.jpg").convert("RGB").resize(size).filter(ImageFilter.GaussianBlur(1))
 
@@ -117,7 +130,11 @@ def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--utkface", type=Path, required=True, help="UTKFace images folder")
     p.add_argument("--split", type=Path, required=True, help="split JSON (its test part is used)")
-    p.add_argument("--detectors", default=",".join(d for d in list_detectors() if d != "none"))
+    p.add_argument(
+        "--detectors",
+        default=",".join(d for d in list_detectors() if d != "none"),
+        help="registered names, each optionally with its own options: yunet:detail=24",
+    )
     p.add_argument("--pasted", type=int, default=200, help="photos per pasted set and composites")
     p.add_argument("--face-640", type=int, default=60)
     p.add_argument("--face-1080", type=int, default=100)
@@ -125,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/detector_bench.json"))
     args = p.parse_args(argv)
     names = args.detectors.split(",")
-    detectors = {n: create_detector(DetectorSettings(name=n), threads=1) for n in names}
+    detectors = {n: create_detector(variant(n), threads=1) for n in names}
     test = sorted(json.loads(args.split.read_text())["test"])
     rng = np.random.default_rng(0)
     sample = [args.utkface / n for n in rng.permutation(test)[: args.pasted]]

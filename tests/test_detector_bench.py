@@ -30,3 +30,10 @@ def test_detector_bench_runs_and_reports_every_detector(tmp_path, capsys):
         assert r["no_face"] == 0 and set(r["ms"]) == {"200x200", "640x480", "1920x1080"}
         assert r["multi-face composites 1280x720"]["faces"] >= 3
     assert "| yunet |" in capsys.readouterr().out
+
+
+def test_a_variant_sets_generic_settings_and_the_detectors_own_options():
+    from benchmarks.detector_bench import variant
+
+    v = variant("yunet:detail=24:target_side=480:min_score=0.6")
+    assert v.name == "yunet" and v.detail == 24 and v.min_score == 0.6 and v.options == {"target_side": 480}

@@ -122,3 +122,26 @@ def test_detection_leaves_the_threads_floating_point_state_alone(name):
     create_detector(DetectorSettings(name=name)).detect(astronaut())
     tiny = np.array([1e-40], dtype=np.float32)
     assert (tiny * np.float32(1.0))[0] != 0
+
+
+@pytest.mark.parametrize("name", FINDERS)
+def test_detail_shrinks_small_photos_and_still_finds_their_faces(name, monkeypatch):
+    plain = create_detector(DetectorSettings(name=name))
+    detailed = create_detector(DetectorSettings(name=name, detail=24))
+    sizes: list[tuple[int, int]] = []
+    copies = type(plain)._detect_copies
+
+    def seen(self, images, size, factor, wanted_min):
+        sizes.append(images[0].size)
+        return copies(self, images, size, factor, wanted_min)
+
+    monkeypatch.setattr(type(plain), "_detect_copies", seen)
+    image = astronaut()
+    a, b = plain.detect(image, min_face_size=40), detailed.detect(image, min_face_size=40)
+    assert sizes[0] == image.size  # smaller than the preferred copy: not shrunk without detail
+    assert sizes[1] == (round(image.width * 0.6), round(image.height * 0.6))  # the 40 px face at 24 px
+    assert len(a) == len(b) == 1 and iou(a[0].box, b[0].box) > 0.8
+    big = Image.open(FIXTURES / "group.jpg").convert("RGB").resize((1920, 1080))
+    sizes.clear()
+    plain.detect(big), detailed.detect(big)
+    assert sizes[0] == sizes[1]  # a photo already shrunk past the detail is detected as before

@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from model.onnx_estimator import OnnxEstimator
 from model.pipeline import AgePipeline
@@ -16,6 +17,9 @@ from testkit import fixture_bytes
 ROOT = Path(__file__).resolve().parent.parent
 FLOAT = ROOT / "models" / "daa-dlibface150-distilled-utkface.onnx"
 INT8 = ROOT / "models" / "daa-dlibface150-distilled-utkface.int8.onnx"
+FAST = ROOT / "models" / "daa-dlib64-distilled-utkface.int8.onnx"
+# Every shipped int8 graph and the float network it was quantised from.
+SHIPPED = [(INT8, FLOAT), (FAST, ROOT / "models" / "daa-dlib64-distilled-utkface.pt")]
 
 
 def test_the_default_is_the_int8_graph():
@@ -24,15 +28,16 @@ def test_the_default_is_the_int8_graph():
     assert Settings().checkpoint.resolve() == INT8.resolve()
 
 
-def test_the_shipped_int8_graph_keeps_the_float_graphs_error_and_has_its_own_range():
-    q, f = OnnxEstimator(INT8), OnnxEstimator(FLOAT)
+@pytest.mark.parametrize("int8,source", SHIPPED, ids=[p.name for p, _ in SHIPPED])
+def test_a_shipped_int8_graph_keeps_its_float_networks_error_and_has_its_own_range(int8, source):
+    q, f = OnnxEstimator(int8), AgePipeline.load(source).estimator
     figures = q.metadata["quantisation"]
     assert figures["val_images"] > 2000 and figures["val_mae_int8"] - figures["val_mae_float"] < 0.05
     assert q.name == f.name and q.version == f.version + "+int8"
     assert q.range_model is not None and q.range_model != f.range_model  # refitted on the int8 graph's errors
     for name in ("astronaut.jpg", "group.jpg"):
-        a = AgePipeline.load(INT8).run(fixture_bytes(name))
-        b = AgePipeline.load(FLOAT).run(fixture_bytes(name))
+        a = AgePipeline.load(int8).run(fixture_bytes(name))
+        b = AgePipeline.load(source).run(fixture_bytes(name))
         assert len(a.faces) == len(b.faces) >= 1
         for x, y in zip(a.faces, b.faces):
             assert abs(x.age - y.age) < 3.0 and x.detection.box == y.detection.box
@@ -70,7 +75,30 @@ def test_training_quantize_writes_a_servable_graph_with_a_refitted_range(tmp_pat
         ]
     )
     q = OnnxEstimator(out)
-    assert q.metadata["quantisation"]["calibration_crops"] == 16 and q.metadata["quantisation"]["val_images"] == 16
+    figures = q.metadata["quantisation"]
+    assert figures["calibration_crops"] == 16 and figures["val_images"] == 16
+    assert figures["stem"] == "float" and figures["calibration"] == "percentile"
     assert out.stat().st_size < FLOAT.stat().st_size / 2  # int8 weights
     (result,) = q.estimate(np.asarray(np.load(cache / "crops.npy")[:1]), 1)
     assert np.isfinite(result.age) and q.age_range(result.age, result.spread)[1] > result.age
+
+
+def test_the_stem_stays_float_unless_asked():
+    import onnx
+
+    from training.quantize import encoder_convolutions
+
+    graph = onnx.load(str(FLOAT))
+    every = encoder_convolutions(graph, stem=True)
+    assert encoder_convolutions(graph) == every[1:] and len(every) == 27
+    # the stem is the convolution that reads the graph's input (through the normalisation), nothing quantised before it
+    stem = next(n for n in graph.graph.node if n.name == every[0])
+    producers = {o: n for n in graph.graph.node for o in n.output}
+    seen, frontier = set(), list(stem.input)
+    while frontier:
+        name = frontier.pop()
+        node = producers.get(name)
+        if node is not None and name not in seen:
+            seen.add(name)
+            assert node.op_type != "Conv"
+            frontier.extend(node.input)

@@ -28,6 +28,7 @@ from model.factory import parse_config
 from training.augment import AugmentConfig
 from training.datasets import LOADERS, load_dataset
 from training.preprocess import build_cache, load_cache
+from training.quantize import CALIBRATIONS
 from training.splits import load_split, make_split, save_split
 from training.train import TrainConfig, train
 
@@ -209,7 +210,10 @@ def cmd_quantize(args: argparse.Namespace) -> None:
     from training.quantize import quantise
 
     cache = ensure_cache(args, OnnxEstimator(args.graph).crop_spec, str(args.graph))
-    print(json.dumps(quantise(args.graph, cache, ensure_split(args), args.out, args.calibrate), indent=1))
+    figures = quantise(
+        args.graph, cache, ensure_split(args), args.out, args.calibrate, method=args.calibration, stem=args.quantize_stem
+    )
+    print(json.dumps(figures, indent=1))
     print("wrote", args.out)
 
 
@@ -350,6 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p)  # the split's train part calibrates, its val part refits the range
     p.add_argument("--graph", type=Path, required=True, help="an export-onnx graph")
     p.add_argument("--calibrate", type=int, default=256, help="train crops to calibrate the activations on")
+    p.add_argument("--calibration", choices=CALIBRATIONS, default=CALIBRATIONS[0], help="activation ranges")
+    p.add_argument("--quantize-stem", action="store_true", help="the first convolution in int8 too")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_quantize)
 
