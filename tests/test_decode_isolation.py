@@ -180,7 +180,9 @@ def test_a_decode_whose_client_hung_up_is_killed_and_replaced():
         t0 = time.monotonic()
         with pytest.raises(ClientGone):
             pool.prepare(gradient_jpeg(), PipelineOptions(), cancel)
-        assert time.monotonic() - t0 < 0.5 and reasons == ["client_gone"]
+        # ClientGone (not the photo's faces) is what proves the decode was cut short; the bound only catches a hang
+        # (0.5 s was tripped once by a loaded CI machine at 0.67 s).
+        assert time.monotonic() - t0 < 3.0 and reasons == ["client_gone"]
         prepared = pool.prepare(fixture_bytes("astronaut.jpg"), PipelineOptions(), threading.Event())
         assert len(prepared.faces) == 1
         assert pool.pids() and first not in pool.pids()
