@@ -36,14 +36,14 @@ def test_the_default_is_the_int8_graph():
 
 @pytest.mark.parametrize("int8,source,cost", SHIPPED, ids=[p.name for p, _, _ in SHIPPED])
 def test_a_shipped_int8_graph_keeps_its_float_networks_error_and_has_its_own_range(int8, source, cost):
-    q, f = OnnxEstimator(int8), AgePipeline.load(source).estimator
+    quantised, floating = AgePipeline.load(int8), AgePipeline.load(source)
+    q, f = quantised.estimator, floating.estimator
     figures = q.metadata["quantisation"]
     assert figures["val_images"] > 2000 and figures["val_mae_int8"] - figures["val_mae_float"] < cost
     assert q.name == f.name and q.version == f.version + "+int8"
     assert q.range_model is not None and q.range_model != f.range_model  # refitted on the int8 graph's errors
     for name in ("astronaut.jpg", "group.jpg"):
-        a = AgePipeline.load(int8).run(fixture_bytes(name))
-        b = AgePipeline.load(source).run(fixture_bytes(name))
+        a, b = quantised.run(fixture_bytes(name)), floating.run(fixture_bytes(name))
         assert len(a.faces) == len(b.faces) >= 1
         for x, y in zip(a.faces, b.faces):
             assert abs(x.age - y.age) < 3.0 and x.detection.box == y.detection.box

@@ -28,7 +28,7 @@ from model.factory import parse_config
 from training.augment import AugmentConfig
 from training.datasets import LOADERS, load_dataset
 from training.preprocess import build_cache, load_cache
-from training.quantize import CALIBRATIONS
+from training.quantize import CALIBRATIONS, DEFAULT_CALIBRATION
 from training.splits import load_split, make_split, save_split
 from training.train import TrainConfig, train
 
@@ -354,7 +354,7 @@ def build_parser() -> argparse.ArgumentParser:
     _data_args(p)  # the split's train part calibrates, its val part refits the range
     p.add_argument("--graph", type=Path, required=True, help="an export-onnx graph")
     p.add_argument("--calibrate", type=int, default=256, help="train crops to calibrate the activations on")
-    p.add_argument("--calibration", choices=CALIBRATIONS, default=CALIBRATIONS[0], help="activation ranges")
+    p.add_argument("--calibration", choices=list(CALIBRATIONS), default=DEFAULT_CALIBRATION, help="activation ranges")
     p.add_argument("--quantize-stem", action="store_true", help="the first convolution in int8 too")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_quantize)

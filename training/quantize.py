@@ -34,7 +34,10 @@ CALIBRATION_BATCH = 16
 # FaceRes-deep at 160 px (a MobileNet: 13 depthwise convolutions), 800 validation faces: float MAE 3.529; every
 # convolution in int8 with min-max ranges 4.23 (one face moved 17.8 years on the whole split); the stem kept float
 # 3.61; the stem float and percentile ranges 3.519, 1.32x faster than float. The dlib ResNet barely cared (+0.01).
-CALIBRATIONS = ("percentile", "minmax")
+# Each --calibration choice and the onnxruntime.quantization.CalibrationMethod it names (imported with ONNX
+# Runtime's quantisation, only when a graph is quantised); the first is the default.
+CALIBRATIONS = {"percentile": "Percentile", "minmax": "MinMax"}
+DEFAULT_CALIBRATION = next(iter(CALIBRATIONS))
 
 
 def encoder_convolutions(model: onnx.ModelProto, stem: bool = False) -> list[str]:
@@ -49,7 +52,7 @@ def _batches(crops: np.ndarray) -> Iterator[dict[str, np.ndarray]]:
 
 
 def quantise_encoder(
-    graph: Path, calibration: np.ndarray, out: Path, method: str = CALIBRATIONS[0], stem: bool = False
+    graph: Path, calibration: np.ndarray, out: Path, method: str = DEFAULT_CALIBRATION, stem: bool = False
 ) -> int:
     """Write ``graph`` with its encoder's convolutions in int8 (metadata copied unchanged) to ``out``; returns how
     many convolutions were quantised. ``method``: how activation ranges are calibrated (:data:`CALIBRATIONS`);
@@ -63,7 +66,7 @@ def quantise_encoder(
     )
 
     if method not in CALIBRATIONS:
-        raise ValueError(f"calibration must be one of {CALIBRATIONS}, got {method!r}")
+        raise ValueError(f"calibration must be one of {list(CALIBRATIONS)}, got {method!r}")
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -79,7 +82,7 @@ def quantise_encoder(
     quantize_static(
         str(graph), str(out), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_quantize=nodes,
-        calibrate_method=CalibrationMethod.Percentile if method == "percentile" else CalibrationMethod.MinMax,
+        calibrate_method=CalibrationMethod[CALIBRATIONS[method]],
     )  # fmt: skip
     set_metadata(out, {p.key: p.value for p in source.metadata_props}, keep=False)
     return len(nodes)
@@ -103,7 +106,7 @@ def quantise(
     out: Path,
     calibrate: int = 256,
     seed: int = 0,
-    method: str = CALIBRATIONS[0],
+    method: str = DEFAULT_CALIBRATION,
     stem: bool = False,
 ) -> dict[str, Any]:
     """Quantise, refit the range on validation, record the figures in the graph; returns them. ``cache``: crops
