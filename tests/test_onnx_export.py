@@ -20,7 +20,7 @@ from testkit import FIXTURES, ROOT
 from training.export_onnx import export_onnx
 
 SHIPPED = sorted((ROOT / "models").glob("*.pt"))
-DEFAULT_GRAPH = ROOT / "models" / "daa-dlibface150-distilled-utkface.onnx"
+DEFAULT_GRAPH = ROOT / "models" / "daa-faceres160-distilled-utkface.onnx"
 
 
 def real_crops(spec) -> np.ndarray:
@@ -59,6 +59,19 @@ def test_the_shipped_graph_is_the_default_checkpoint_exported():
     torch_est = Estimator(DEFAULT_GRAPH.with_suffix(".pt"), "cpu", runtime="torch")
     crops = real_crops(torch_est.crop_spec)
     assert_same(OnnxEstimator(DEFAULT_GRAPH).estimate(crops, 1), torch_est.estimate(crops, 1), age_tol=1e-3)
+
+
+def test_the_decoders_convolution_of_ones_is_a_constant_and_enlarging_is_plain_bilinear(tmp_path):
+    import onnx
+
+    # FaceRes at 160 px reads the 150 px crop: its one resize enlarges
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        graph = onnx.load(str(export_onnx(DEFAULT_GRAPH.with_suffix(".pt"), tmp_path / "m.onnx")))
+    decoder = [n for n in graph.graph.node if n.op_type == "Conv" and "/encoder/" not in n.name]
+    assert len(decoder) == 1  # W * 1 is folded in: one convolution per face, not a second one of ones per call
+    (resize,) = [n for n in graph.graph.node if n.op_type == "Resize"]
+    assert next(a.i for a in resize.attribute if a.name == "antialias") == 0
 
 
 TORCH_FREE = r"""
@@ -139,7 +152,7 @@ def test_the_service_serves_the_graph_without_torch():
         r = httpx.post(base + "/estimate", files={"file": ("g.jpg", fixture_bytes("group.jpg"))}, timeout=60)
         assert r.status_code == 200 and len(r.json()["faces"]) == 3
         info = httpx.get(base + "/model").json()
-        assert info["runtime"] == "onnxruntime" and info["name"] == "daa-dlibface150-distilled-utkface"
+        assert info["runtime"] == "onnxruntime" and info["name"] == "daa-faceres160-distilled-utkface"
 
 
 def parse_pbtxt(text: str):
@@ -188,7 +201,7 @@ def test_the_triton_repository_describes_the_graph(tmp_path):
     folder = write_repository(DEFAULT_GRAPH, tmp_path / "repo")
     config = parse_pbtxt((folder / "config.pbtxt").read_text())
     assert (folder / "1" / "model.onnx").read_bytes() == DEFAULT_GRAPH.read_bytes()
-    assert config["name"] == folder.name == "daa-dlibface150-distilled-utkface"
+    assert config["name"] == folder.name == "daa-faceres160-distilled-utkface"
     assert config["platform"] == "onnxruntime_onnx" and config["max_batch_size"] == 64
     assert "max_queue_delay_microseconds" in config["dynamic_batching"]
     session = ort.InferenceSession(str(DEFAULT_GRAPH), providers=["CPUExecutionProvider"])

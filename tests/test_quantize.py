@@ -19,19 +19,20 @@ FLOAT = ROOT / "models" / "daa-dlibface150-distilled-utkface.onnx"
 INT8 = ROOT / "models" / "daa-dlibface150-distilled-utkface.int8.onnx"
 FAST = ROOT / "models" / "daa-dlib64-distilled-utkface.int8.onnx"
 ACCURATE = ROOT / "models" / "daa-faceres160-distilled-utkface.int8.onnx"
+FACERES = ROOT / "models" / "daa-faceres160-distilled-utkface.pt"
 # Every shipped int8 graph, the float network it was quantised from, and how much validation MAE int8 may cost it
 # (the MobileNet's depthwise features lose more to int8 than the ResNets: +0.08).
 SHIPPED = [
     (INT8, FLOAT, 0.05),
     (FAST, ROOT / "models" / "daa-dlib64-distilled-utkface.pt", 0.05),
-    (ACCURATE, ROOT / "models" / "wip" / "faceres160-distilled-spread-utkface.pt", 0.1),
+    (ACCURATE, FACERES, 0.1),
 ]
 
 
-def test_the_default_is_the_int8_graph():
+def test_the_default_is_the_faceres_students_int8_graph():
     from app.settings import Settings
 
-    assert Settings().checkpoint.resolve() == INT8.resolve()
+    assert Settings().checkpoint.resolve() == ACCURATE.resolve()
 
 
 @pytest.mark.parametrize("int8,source,cost", SHIPPED, ids=[p.name for p, _, _ in SHIPPED])
@@ -83,7 +84,8 @@ def test_training_quantize_writes_a_servable_graph_with_a_refitted_range(tmp_pat
     q = OnnxEstimator(out)
     figures = q.metadata["quantisation"]
     assert figures["calibration_crops"] == 16 and figures["val_images"] == 16
-    assert figures["stem"] == "float" and figures["calibration"] == "percentile"
+    assert figures["stem"] == figures["depthwise"] == "float" and figures["decoder_conv"] == "int8"
+    assert figures["calibration"] == "percentile"
     assert out.stat().st_size < FLOAT.stat().st_size / 2  # int8 weights
     (result,) = q.estimate(np.asarray(np.load(cache / "crops.npy")[:1]), 1)
     assert np.isfinite(result.age) and q.age_range(result.age, result.spread)[1] > result.age
@@ -92,11 +94,11 @@ def test_training_quantize_writes_a_servable_graph_with_a_refitted_range(tmp_pat
 def test_the_stem_stays_float_unless_asked():
     import onnx
 
-    from training.quantize import encoder_convolutions
+    from training.quantize import Selection
 
     graph = onnx.load(str(FLOAT))
-    every = encoder_convolutions(graph, stem=True)
-    assert encoder_convolutions(graph) == every[1:] and len(every) == 27
+    every = Selection(stem=True).convolutions(graph)
+    assert Selection().convolutions(graph) == every[1:] and len(every) == 28  # 27 encoder convolutions, the decoder's
     # the stem is the convolution that reads the graph's input (through the normalisation), nothing quantised before it
     stem = next(n for n in graph.graph.node if n.name == every[0])
     producers = {o: n for n in graph.graph.node for o in n.output}
@@ -108,3 +110,20 @@ def test_the_stem_stays_float_unless_asked():
             seen.add(name)
             assert node.op_type != "Conv"
             frontier.extend(node.input)
+
+
+def test_depthwise_convolutions_stay_float_and_the_decoders_goes_int8_by_default(tmp_path):
+    import onnx
+
+    from training.export_onnx import export_onnx
+    from training.quantize import Selection
+
+    graph = onnx.load(str(export_onnx(FACERES, tmp_path / "faceres.onnx")))
+    convs = {n.name: n for n in graph.graph.node if n.op_type == "Conv"}
+    groups = {name: next((a.i for a in n.attribute if a.name == "group"), 1) for name, n in convs.items()}
+    chosen = Selection().convolutions(graph)
+    assert chosen and all(groups[c] == 1 for c in chosen)
+    depthwise = {c for c, g in groups.items() if g > 1}
+    assert len(depthwise) == 13 and depthwise <= set(Selection(depthwise=True).convolutions(graph))
+    decoder = [c for c in convs if "/encoder/" not in c]
+    assert len(decoder) == 1 and decoder[0] in chosen and decoder[0] not in Selection(decoder=False).convolutions(graph)

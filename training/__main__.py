@@ -207,11 +207,12 @@ def cmd_export_onnx(args: argparse.Namespace) -> None:
 
 def cmd_quantize(args: argparse.Namespace) -> None:
     from model.onnx_estimator import OnnxEstimator
-    from training.quantize import quantise
+    from training.quantize import Selection, quantise
 
     cache = ensure_cache(args, OnnxEstimator(args.graph).crop_spec, str(args.graph))
+    selection = Selection(stem=args.quantize_stem, depthwise=args.quantize_depthwise, decoder=not args.float_decoder)
     figures = quantise(
-        args.graph, cache, ensure_split(args), args.out, args.calibrate, method=args.calibration, stem=args.quantize_stem
+        args.graph, cache, ensure_split(args), args.out, args.calibrate, method=args.calibration, selection=selection
     )
     print(json.dumps(figures, indent=1))
     print("wrote", args.out)
@@ -356,6 +357,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--calibrate", type=int, default=256, help="train crops to calibrate the activations on")
     p.add_argument("--calibration", choices=list(CALIBRATIONS), default=DEFAULT_CALIBRATION, help="activation ranges")
     p.add_argument("--quantize-stem", action="store_true", help="the first convolution in int8 too")
+    p.add_argument("--quantize-depthwise", action="store_true", help="the depthwise convolutions in int8 too")
+    p.add_argument("--float-decoder", action="store_true", help="keep the AgeDecoder's convolution float")
     p.add_argument("--out", type=Path, required=True)
     p.set_defaults(func=cmd_quantize)
 
