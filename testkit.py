@@ -24,7 +24,7 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent
 FIXTURES = ROOT / "tests" / "fixtures"
 # The default network as a torch checkpoint (the service serves it as an int8 ONNX graph on CPU).
-DEFAULT_NETWORK = ROOT / "models" / "daa-dlibface150-distilled-utkface.pt"
+DEFAULT_NETWORK = ROOT / "models" / "daa-faceres160-distilled-utkface.pt"
 
 
 def fixture_bytes(name: str) -> bytes:

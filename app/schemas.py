@@ -99,7 +99,7 @@ class EstimateResponse(BaseModel):
                     "reference_ages": [0, 10, 20, 30, 40, 50, 60, 70, 80, 90],
                     "min_face_size": 40,
                     "image": {"width": 256, "height": 256, "format": "JPEG"},
-                    "model": {"name": "daa-dlibface150-distilled-utkface", "version": "1.0.0"},
+                    "model": {"name": "daa-faceres160-distilled-utkface", "version": "0.3.0+int8"},
                     "timing": {"decode_ms": 1.2, "detect_ms": 30.5, "estimate_ms": 6.1, "total_ms": 38.9},
                 }
             ]

@@ -334,7 +334,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--clips", type=int, default=60, help="test clips")
     p.add_argument("--val-clips", type=int, default=120, help="validation clips (the range calibration's)")
     p.add_argument("--seconds", type=float, default=4.0)
-    p.add_argument("--checkpoint", default="models/daa-dlibface150-distilled-utkface.onnx")
+    p.add_argument("--checkpoint", default="models/daa-faceres160-distilled-utkface.onnx")
     p.add_argument("--out", type=Path, default=Path("benchmarks/results/video_bench.json"))
     args = p.parse_args(argv)
     pipeline = AgePipeline.load(args.checkpoint)

@@ -149,7 +149,7 @@ def test_the_wheel_ships_the_model_and_the_page_and_nothing_else(tmp_path):
     names = zipfile.ZipFile(wheel).namelist()
     tops = {n.split("/")[0] for n in names}
     assert {"app", "model", "training", "bulk"} <= tops and "models" not in tops and "tests" not in tops
-    default = "share/daa-age/models/daa-dlibface150-distilled-utkface.pt"  # what default_checkpoint() finds
+    default = "share/daa-age/models/daa-faceres160-distilled-utkface.pt"  # what default_checkpoint() finds
     assert any(n.endswith(default) for n in names)
     assert any(n.endswith(default.replace(".pt", ".onnx")) for n in names)  # the same network, servable without torch
     assert any(n.endswith(default.replace(".pt", ".int8.onnx")) for n in names)  # and in int8: the CPU default

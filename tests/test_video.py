@@ -35,7 +35,7 @@ def test_one_face_is_one_track_with_a_steady_fused_age(client):
     assert track["frames"] == 15 and track["start_s"] == 0 and 2.7 < track["end_s"] < 3.0
     frames = track["frame_estimates"]
     ages = [f["age"] for f in frames]
-    # The fused age lies among the frames' ages; its range is no wider than a frame's and contains the age.
+    # The fused age lies among the frames' ages, and its range contains it.
     assert min(ages) <= track["age"] <= max(ages)
     assert track["age_range"]["low"] <= track["age"] <= track["age_range"]["high"]
     assert [f["t"] for f in frames] == sorted(f["t"] for f in frames)
