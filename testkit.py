@@ -376,3 +376,21 @@ def gradient_jpeg(side: int = 6000) -> bytes:
 def blank_png(side: int) -> bytes:
     """A flat side x side RGB PNG: a small file that decodes to 3 x side^2 bytes."""
     return encode(Image.new("RGB", (side, side), (80, 80, 80)), "PNG")
+
+
+def made_up_cache(folder: Path, size: int, count: int = 40, seed: int = 0) -> list[str]:
+    """A crop cache as ``training preprocess`` writes it (crops.npy + index.csv) of random crops aged 5, 7, ...;
+    returns the names, for a split file."""
+    import csv
+
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    names = [f"{i}.jpg" for i in range(count)]
+    folder.mkdir(parents=True, exist_ok=True)
+    np.save(folder / "crops.npy", rng.integers(0, 256, (count, size, size, 3), dtype=np.uint8))
+    with open(folder / "index.csv", "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["name", "age", "subject", "detected"])
+        w.writerows([n, 5 + i * 2, "", 1] for i, n in enumerate(names))
+    return names

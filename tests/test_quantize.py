@@ -3,7 +3,6 @@ end to end on a small cache."""
 
 from __future__ import annotations
 
-import csv
 import json
 from pathlib import Path
 
@@ -12,7 +11,7 @@ import pytest
 
 from model.onnx_estimator import OnnxEstimator
 from model.pipeline import AgePipeline
-from testkit import fixture_bytes
+from testkit import fixture_bytes, made_up_cache
 
 ROOT = Path(__file__).resolve().parent.parent
 FLOAT = ROOT / "models" / "daa-dlibface150-distilled-utkface.onnx"
@@ -53,16 +52,8 @@ def test_a_shipped_int8_graph_keeps_its_float_networks_error_and_has_its_own_ran
 def test_training_quantize_writes_a_servable_graph_with_a_refitted_range(tmp_path):
     from training.__main__ import main
 
-    size = OnnxEstimator(FLOAT).crop_spec.size
-    rng = np.random.default_rng(0)
-    names = [f"{i}.jpg" for i in range(40)]
     cache = tmp_path / "cache"
-    cache.mkdir()
-    np.save(cache / "crops.npy", rng.integers(0, 256, (40, size, size, 3), dtype=np.uint8))
-    with open(cache / "index.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["name", "age", "subject", "detected"])
-        w.writerows([n, 5 + i * 2, "", 1] for i, n in enumerate(names))
+    names = made_up_cache(cache, OnnxEstimator(FLOAT).crop_spec.size)
     split = tmp_path / "split.json"
     split.write_text(json.dumps({"train": names[:24], "val": names[24:], "test": []}))
     out = tmp_path / "q.onnx"
